@@ -1,0 +1,139 @@
+"""Plain typed data that crosses layers: workspaces, calls, events, profiles, tokens."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+JSON = dict[str, Any]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MILLISECOND = timedelta(milliseconds=1)
+_WORKSPACE_PART = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+@dataclass(frozen=True, slots=True)
+class Workspace:
+    """The ``clientId / accountId / brandId`` triple that isolates all data."""
+
+    client_id: str
+    account_id: str
+    brand_id: str
+
+    @staticmethod
+    def is_valid_part(value: str) -> bool:
+        return _WORKSPACE_PART.fullmatch(value) is not None
+
+    def __str__(self) -> str:
+        return f"{self.client_id}/{self.account_id}/{self.brand_id}"
+
+
+@dataclass(slots=True)
+class Call:
+    """One validated, normalised tracking call, ready to be stored.
+
+    ``user_id`` and ``anonymous_id`` are the ids that may be linked: a placeholder
+    ``anonymousId`` beside a ``userId`` is already dropped here (it stays in ``raw``).
+    Times are milliseconds since the Unix epoch, UTC.
+    """
+
+    action: str  # identify | track | page | screen | alias | group
+    event_action: str  # snake-case event name stored as eventAction
+    user_id: str | None
+    anonymous_id: str | None
+    event_time: int
+    received_time: int
+    raw: JSON  # the call as sent, plus "action" and context.ip
+    message_id: str | None = None
+    traits: JSON | None = None  # identify: traits to merge into the profile
+    previous_id: str | None = None  # alias: the id merged into user_id
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """The store's answer for one call: its event id, and whether it was a repeat."""
+
+    event_id: str
+    duplicate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated token: who it belongs to and what it may do."""
+
+    token_id: str
+    client_id: str
+    accounts: frozenset[str] | None  # None: every account
+    brands: frozenset[str] | None  # None: every brand
+    scopes: frozenset[str]
+
+    def can_use(self, workspace: Workspace, scope: str) -> bool:
+        return (
+            scope in self.scopes
+            and workspace.client_id == self.client_id
+            and (self.accounts is None or workspace.account_id in self.accounts)
+            and (self.brands is None or workspace.brand_id in self.brands)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRecord:
+    """A stored token as the store keeps it: never the secret, only its hash."""
+
+    token_id: str
+    secret_hash: bytes
+    client_id: str
+    accounts: tuple[str, ...] | None
+    brands: tuple[str, ...] | None
+    scopes: tuple[str, ...]
+    created_time: int
+    revoked_time: int | None = None
+    name: str = ""
+
+
+@dataclass(slots=True)
+class StoredEvent:
+    """An event as the read APIs return it (SPEC §1)."""
+
+    event_id: str
+    event_action: str
+    event_time: int
+    received_time: int
+    profile_id: str
+    external_id: str
+    email: str
+    user_id: str | None
+    anonymous_id: str | None
+    workspace: Workspace
+    raw: JSON
+    source: str = "API"
+    status: str = "processed"
+
+
+@dataclass(slots=True)
+class StoredProfile:
+    """A profile as the read APIs return it (SPEC §1, §6)."""
+
+    id: str
+    external_id: str
+    traits: JSON
+    anonymous_ids: list[str]
+    audiences: list[str]
+    created_by: JSON
+    created_time: int
+    last_activity_time: int | None
+    first_events: dict[str, StoredEvent] = field(default_factory=dict)
+    last_events: dict[str, StoredEvent] = field(default_factory=dict)
+
+
+def to_millis(moment: datetime) -> int:
+    """Milliseconds since the epoch of an aware datetime (sub-millisecond part dropped)."""
+    return (moment - _EPOCH) // _MILLISECOND
+
+
+def format_millis(ms: int) -> str:
+    """ISO-8601 UTC with milliseconds and ``Z``, the form of every time in responses."""
+    moment = _EPOCH + ms * _MILLISECOND
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
