@@ -137,3 +137,12 @@ def format_millis(ms: int) -> str:
     """ISO-8601 UTC with milliseconds and ``Z``, the form of every time in responses."""
     moment = _EPOCH + ms * _MILLISECOND
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+@dataclass(frozen=True, slots=True)
+class BatchItemError:
+    """Why one item of a ``batch`` call was rejected; ``index`` is its position."""
+
+    index: int
+    code: str
+    message: str
