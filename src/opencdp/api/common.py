@@ -1,0 +1,244 @@
+"""What every API route shares: the route table, the checks of SPEC §3, error bodies.
+
+A request passes the checks in the SPEC's order; the router has already answered
+404 (route, workspace ids included) and 405 (method) before a handler runs:
+
+    declared size (413) → content-type (415) → token (401/403) → rate limit (429)
+    → body (413 while streaming, then 400 from parsing)
+
+A read handler (events, profiles) looks like::
+
+    async def list_events(request: Request) -> Response:
+        workspace = workspace_of(request)
+        await guard(request, services, workspace, scope="read",
+                    body_limit=services.settings.read_body_limit)
+        ...
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+from starlette.convertors import Convertor, register_url_convertor
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import Scope
+
+from opencdp.auth import authorize
+from opencdp.config import Settings
+from opencdp.errors import (
+    InvalidRequest,
+    NotFound,
+    OpenCDPError,
+    PayloadTooLarge,
+    RateLimited,
+    UnsupportedMediaType,
+)
+from opencdp.models import Principal, Workspace
+from opencdp.ratelimit import RateLimiter
+from opencdp.store.base import Store
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+#: The workspace part of every tracking and read path (ids checked by the router).
+WORKSPACE_PREFIX = "/track/{clientId:workspace}/{accountId:workspace}/{brandId:workspace}/v1"
+
+#: ASGI scope keys set by the request-context middleware (``app.py``).
+REQUEST_ID = "opencdp.request_id"
+EXTRA_HEADERS = "opencdp.headers"
+
+
+class WorkspacePartConvertor(Convertor[str]):
+    """A ``clientId``/``accountId``/``brandId`` path segment: bad ids are no route (404)."""
+
+    regex = "[A-Za-z0-9_.-]{1,64}"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+def register_convertors() -> None:
+    """Make ``{name:workspace}`` usable in route paths (idempotent)."""
+    register_url_convertor("workspace", WorkspacePartConvertor())
+
+
+class ClientAddress:
+    """The caller's IP: the peer, or the first ``X-Forwarded-For`` hop from a trusted proxy."""
+
+    def __init__(self, trusted_proxies: Iterable[str]) -> None:
+        self._networks = [ipaddress.ip_network(p, strict=False) for p in trusted_proxies]
+
+    def of(self, request: Request) -> str | None:
+        client = request.scope.get("client")
+        peer: str | None = client[0] if client else None
+        if not self._networks or peer is None or not self._is_trusted(peer):
+            return peer
+        forwarded = request.headers.get("x-forwarded-for", "")
+        first = forwarded.split(",", 1)[0].strip()
+        return first or peer
+
+    def _is_trusted(self, peer: str) -> bool:
+        try:
+            address = ipaddress.ip_address(peer)
+        except ValueError:
+            return False
+        return any(address in network for network in self._networks)
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """Everything a handler needs, built once by ``create_app``."""
+
+    settings: Settings
+    store: Store
+    limiter: RateLimiter
+    client_address: ClientAddress
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One row of the route table: the route itself and its OpenAPI description.
+
+    ``request_body`` and ``response`` are types msgspec can describe (Structs);
+    ``errors`` the error statuses the route may answer besides 500.
+    """
+
+    path: str
+    methods: tuple[str, ...]
+    handler: Handler
+    operation_id: str
+    summary: str
+    tag: str
+    tracking: bool = False
+    scope: str | None = None  # the token scope it needs; None: no token
+    request_body: Any = None
+    response: Any = None
+    errors: tuple[int, ...] = ()
+    description: str = ""
+    extra_responses: dict[int, Any] = field(default_factory=dict)
+
+
+class ApiRoute(Route):
+    """A Starlette route that remembers its table row (the error renderer reads it)."""
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        super().__init__(endpoint.path, endpoint.handler, methods=list(endpoint.methods))
+        self.spec = endpoint
+
+
+def is_tracking(scope: Scope) -> bool:
+    """True when the request matched a tracking route (its errors carry ``success``)."""
+    route = scope.get("route")
+    return isinstance(route, ApiRoute) and route.spec.tracking
+
+
+class JSONResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return msgspec.json.encode(content)
+
+
+def error_body(scope: Scope, code: str, message: str) -> dict[str, Any]:
+    """The SPEC's error body; tracking routes add ``success`` and a top-level ``message``."""
+    body: dict[str, Any] = {"error": {"code": code, "message": message}}
+    if is_tracking(scope):
+        body["success"] = False
+        body["message"] = message
+    return body
+
+
+def error_response(scope: Scope, error: OpenCDPError) -> JSONResponse:
+    body = error_body(scope, error.code, error.message)
+    return JSONResponse(body, status_code=error.status, headers=error.headers)
+
+
+def add_header(request: Request, name: bytes, value: bytes) -> None:
+    """A header for this request's response, whatever it turns out to be (errors too)."""
+    request.scope[EXTRA_HEADERS].append((name, value))
+
+
+def workspace_of(request: Request) -> Workspace:
+    params = request.path_params
+    client, account, brand = params["clientId"], params["accountId"], params["brandId"]
+    for part in (client, account, brand):
+        if not Workspace.is_valid_part(part):
+            raise NotFound(f"no route for {request.url.path}")
+    return Workspace(client, account, brand)
+
+
+async def guard(
+    request: Request,
+    services: Services,
+    workspace: Workspace,
+    *,
+    scope: str,
+    body_limit: int,
+    unknown_status: int = 401,
+) -> Principal:
+    """The checks of SPEC §3 after route and method, up to (not including) the body.
+
+    ``unknown_status`` answers a missing or unknown token: 403 on tracking calls,
+    401 on read calls. Sets ``X-RateLimit-*`` on the response once the token is valid.
+    """
+    headers = request.headers
+    check_declared_size(headers.get("content-length"), body_limit)
+    if request.method == "POST":
+        check_content_type(headers.get("content-type"))
+    principal = await authorize(
+        services.store, headers.get("auth-token"), workspace, scope, unknown_status=unknown_status
+    )
+    decision = await services.limiter.take(principal.token_id)
+    add_header(request, b"X-RateLimit-Limit", str(decision.limit).encode())
+    add_header(request, b"X-RateLimit-Remaining", str(decision.remaining).encode())
+    if not decision.allowed:
+        raise RateLimited(decision.retry_after)
+    return principal
+
+
+def check_declared_size(content_length: str | None, limit: int) -> None:
+    if content_length is None:
+        return
+    try:
+        declared = int(content_length)
+    except ValueError as exc:
+        raise InvalidRequest("content-length: not a number") from exc
+    if declared > limit:
+        raise PayloadTooLarge(limit)
+
+
+def check_content_type(content_type: str | None) -> None:
+    """415 unless the media type is ``application/json`` (parameters such as charset allowed)."""
+    if content_type is None:
+        raise UnsupportedMediaType()
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if media_type != "application/json":
+        raise UnsupportedMediaType()
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, read with a running limit: past ``limit`` → 413 without reading the rest."""
+    receive = request.receive
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk: bytes = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(limit)
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)

@@ -1,0 +1,280 @@
+"""The ``opencdp`` command: serve, migrate, tokens. Each command is a thin call into the library."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import click
+
+from opencdp import auth
+from opencdp.config import Settings
+from opencdp.models import TokenRecord, format_millis
+from opencdp.store.base import Store, open_store
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+_DEFAULTS = Settings()
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def setting(flag: str, help: str, **attrs: Any) -> Callable[[F], F]:
+    """An option that also reads ``OPENCDP_<NAME>``, defaulting to the ``Settings`` default."""
+    name = flag.removeprefix("--").replace("-", "_")
+    return click.option(
+        flag,
+        envvar=f"OPENCDP_{name.upper()}",
+        default=getattr(_DEFAULTS, name),
+        show_default=True,
+        show_envvar=True,
+        help=help,
+        **attrs,
+    )
+
+
+db_option = setting("--db", "Database URL: sqlite:///PATH or postgresql://…")
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(package_name="opencdp")
+def main() -> None:
+    """opencdp: an open-source Customer Data Platform."""
+
+
+# -- serve and migrate -----------------------------------------------------------------
+
+
+@main.command(context_settings=CONTEXT)
+@setting("--host", "Address to listen on.")
+@setting("--port", "Port to listen on.", type=click.IntRange(0, 65535))
+@db_option
+@setting("--workers", "Server processes.", type=click.IntRange(min=1))
+@setting(
+    "--rate",
+    "Requests a second each token may make, refilling.",
+    type=click.FloatRange(min=0, min_open=True),
+)
+@setting(
+    "--burst", "Requests a token may make at once (its bucket size).", type=click.IntRange(min=1)
+)
+@setting("--redis-url", "Redis URL, for one rate limit shared by every process and host.")
+def serve(
+    host: str, port: int, db: str, workers: int, rate: float, burst: int, redis_url: str | None
+) -> None:
+    """Migrate the database, then serve the HTTP APIs until SIGTERM or Ctrl-C."""
+    import uvicorn
+
+    chosen: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "db": db,
+        "workers": workers,
+        "rate": rate,
+        "burst": burst,
+        "redis_url": redis_url,
+    }
+    settings = _settings(chosen)
+    version = _migrate(settings.db)
+    click.echo(f"opencdp: {settings.db} at schema version {version}", err=True)
+    _export(chosen)
+    uvicorn.run(
+        "opencdp.app:app_from_environment",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=10,
+    )
+
+
+@main.command(context_settings=CONTEXT)
+@db_option
+def migrate(db: str) -> None:
+    """Bring the database schema up to date and print its version."""
+    click.echo(str(_migrate(db)))
+
+
+def _settings(chosen: dict[str, Any]) -> Settings:
+    try:
+        return Settings.from_env(**chosen)
+    except (TypeError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _export(chosen: dict[str, Any]) -> None:
+    """Hand the chosen settings to worker processes, which build theirs from the environment."""
+    for name, value in chosen.items():
+        if value is not None:
+            os.environ[f"OPENCDP_{name.upper()}"] = str(value)
+
+
+def _migrate(url: str) -> int:
+    return _open(url).migrate()
+
+
+# -- tokens ----------------------------------------------------------------------------
+
+
+@main.group(context_settings=CONTEXT)
+def tokens() -> None:
+    """Create, list and revoke API tokens."""
+
+
+@tokens.command("create", context_settings=CONTEXT)
+@click.option("--client", required=True, help="The clientId the token belongs to.")
+@click.option(
+    "--account",
+    "accounts",
+    multiple=True,
+    metavar="ID",
+    help="An accountId the token may use (repeat, or separate with commas).",
+)
+@click.option("--all-accounts", is_flag=True, help="The token may use every account.")
+@click.option(
+    "--brand",
+    "brands",
+    multiple=True,
+    metavar="ID",
+    help="A brandId the token may use (repeat, or separate with commas).",
+)
+@click.option("--all-brands", is_flag=True, help="The token may use every brand.")
+@click.option(
+    "--scope",
+    "scopes",
+    required=True,
+    multiple=True,
+    metavar="SCOPES",
+    help="read (Events and Profiles APIs), write (tracking), or read,write.",
+)
+@click.option("--name", default="", help="A note to recognise the token by.")
+@db_option
+def create_token(
+    client: str,
+    accounts: tuple[str, ...],
+    all_accounts: bool,
+    brands: tuple[str, ...],
+    all_brands: bool,
+    scopes: tuple[str, ...],
+    name: str,
+    db: str,
+) -> None:
+    """Create a token and print it, alone, on stdout. It is shown only this once."""
+    chosen_accounts = _either("account", _split(accounts), all_accounts)
+    chosen_brands = _either("brand", _split(brands), all_brands)
+    try:
+        token, record = auth.new_token(
+            client, chosen_accounts, chosen_brands, _split(scopes), _now(), name
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    _run(db, lambda store: store.add_token(record))
+    click.echo(token)
+
+
+@tokens.command("list", context_settings=CONTEXT)
+@click.option(
+    "--json", "as_json", is_flag=True, help="One JSON array; null accounts or brands mean all."
+)
+@db_option
+def list_tokens(as_json: bool, db: str) -> None:
+    """List every token (never its secret)."""
+    records = _run(db, lambda store: store.list_tokens())
+    if as_json:
+        click.echo(json.dumps([_token_json(r) for r in records], indent=2))
+    else:
+        click.echo(_token_table(records), nl=False)
+
+
+@tokens.command("revoke", context_settings=CONTEXT)
+@click.argument("token_id", metavar="ID")
+@db_option
+def revoke_token(token_id: str, db: str) -> None:
+    """Revoke a token at once, by its id (the hex part after ``ocdp_``)."""
+    if not _run(db, lambda store: store.revoke_token(token_id, _now())):
+        raise click.ClickException(f"no active token with id {token_id!r}")
+    click.echo(f"revoked {token_id}")
+
+
+def _either(kind: str, ids: list[str], every: bool) -> list[str] | None:
+    if bool(ids) == every:
+        raise click.UsageError(f"give exactly one of --{kind} ID ... or --all-{kind}s")
+    return None if every else ids
+
+
+def _split(values: Sequence[str]) -> list[str]:
+    return [part.strip() for value in values for part in value.split(",") if part.strip()]
+
+
+def _token_json(record: TokenRecord) -> dict[str, Any]:
+    return {
+        "id": record.token_id,
+        "client": record.client_id,
+        "accounts": None if record.accounts is None else list(record.accounts),
+        "brands": None if record.brands is None else list(record.brands),
+        "scopes": list(record.scopes),
+        "name": record.name,
+        "created": format_millis(record.created_time),
+        "revoked": None if record.revoked_time is None else format_millis(record.revoked_time),
+    }
+
+
+def _token_table(records: Sequence[TokenRecord]) -> str:
+    header = ("ID", "CLIENT", "ACCOUNTS", "BRANDS", "SCOPES", "CREATED", "REVOKED", "NAME")
+    rows = [header] + [_token_row(r) for r in records]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows)
+    return "".join(line.rstrip() + "\n" for line in lines)
+
+
+def _token_row(record: TokenRecord) -> tuple[str, ...]:
+    def ids(values: tuple[str, ...] | None) -> str:
+        return "*" if values is None else ",".join(values)
+
+    revoked = "-" if record.revoked_time is None else format_millis(record.revoked_time)
+    return (
+        record.token_id,
+        record.client_id,
+        ids(record.accounts),
+        ids(record.brands),
+        ",".join(record.scopes),
+        format_millis(record.created_time),
+        revoked,
+        record.name,
+    )
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+def _now() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _open(url: str) -> Store:
+    try:
+        return open_store(url)
+    except (ValueError, NotImplementedError) as exc:
+        raise click.BadParameter(str(exc), param_hint="--db") from exc
+
+
+def _run(url: str, work: Callable[[Store], Awaitable[T]]) -> T:
+    """Start the store, do ``work``, stop the store (committing what it wrote)."""
+
+    async def session() -> T:
+        store = _open(url)
+        await store.start()
+        try:
+            return await work(store)
+        finally:
+            await store.stop()
+
+    return asyncio.run(session())

@@ -1,0 +1,355 @@
+"""Validate and normalise a tracking call into a ``Call``: pure, no I/O (SPEC §4).
+
+msgspec checks the shape of each call type (types, required fields, RFC 3339 times);
+the domain rules follow by hand: placeholder ids, fixed ``event`` names, snake-case
+event actions, clock-skew correction and the ``rawData`` additions.
+
+Every rejection is ``ValidationFailed("<field>: <why>")`` where ``<field>`` is a path
+such as ``context.ip`` or ``traits.marketingPreferences.channels[1].channel``; a body
+that is not a JSON object at all is ``InvalidRequest``. A ``null`` on an optional field
+counts as not sent (SDKs send ``"userId": null`` for anonymous visitors). Messages of
+``batch`` items carry the item's position in front: ``batch[3].timestamp: required``.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any, TypeVar
+
+import msgspec
+
+from opencdp import errors
+from opencdp.identity import is_placeholder
+from opencdp.models import BatchItemError, Call, to_millis
+
+CALL_TYPES = ("identify", "track", "page", "screen", "alias", "group")
+MAX_BATCH_ITEMS = 1000
+MAX_ID_LENGTH = 512
+MAX_MESSAGE_ID_LENGTH = 200
+MAX_FUTURE_MS = 24 * 60 * 60 * 1000  # a skew-corrected time further ahead is clamped
+
+Time = Annotated[datetime, msgspec.Meta(tz=True)]
+Id = Annotated[str, msgspec.Meta(max_length=MAX_ID_LENGTH)]
+MessageId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_MESSAGE_ID_LENGTH)]
+EventName = Annotated[str, msgspec.Meta(min_length=1)]
+JSONObject = dict[str, Any]
+S = TypeVar("S", bound=msgspec.Struct)
+
+
+class _Shape(msgspec.Struct, kw_only=True, rename="camel"):
+    """Base of the shapes below: unknown fields are allowed and ignored."""
+
+
+class _Context(_Shape, kw_only=True):
+    ip: str | None = None
+
+
+class _Channel(_Shape, kw_only=True):
+    channel: str
+    subscribed: bool | msgspec.UnsetType = msgspec.UNSET
+
+
+class _MarketingPreferences(_Shape, kw_only=True):
+    channels: list[_Channel] | msgspec.UnsetType = msgspec.UNSET
+
+
+class _Traits(_Shape, kw_only=True):
+    marketing_preferences: _MarketingPreferences | msgspec.UnsetType = msgspec.UNSET
+
+
+class _CallShape(_Shape, kw_only=True):
+    timestamp: Time
+    sent_at: Time | None = None
+    message_id: MessageId | None = None
+    context: _Context | None = None
+    user_id: Id | None = None
+    anonymous_id: Id | None = None
+    event: Any = None  # if sent, must equal the call type (track overrides this)
+
+
+class _Identify(_CallShape, kw_only=True):
+    user_id: Id
+    traits: _Traits
+
+
+class _Track(_CallShape, kw_only=True):
+    event: EventName
+    properties: JSONObject | None = None
+
+
+class _Page(_CallShape, kw_only=True):  # screen too
+    name: str | None = None
+    properties: JSONObject | None = None
+
+
+class _Alias(_CallShape, kw_only=True):
+    user_id: Id
+    previous_id: Id
+
+
+class _Group(_CallShape, kw_only=True):
+    group_id: str | None = None
+    traits: JSONObject | None = None
+
+
+class _BatchShape(_Shape, kw_only=True):
+    batch: list[Any]
+    sent_at: Time | None = None
+
+
+_SHAPES: dict[str, type[_CallShape]] = {
+    "identify": _Identify,
+    "track": _Track,
+    "page": _Page,
+    "screen": _Page,
+    "alias": _Alias,
+    "group": _Group,
+}
+_NOT_SNAKE = re.compile(r"[^a-z0-9]+")
+
+
+def event_action_name(name: str) -> str:
+    """The snake-case ``eventAction`` of an event name: ``"Email Opened"`` → ``email_opened``."""
+    return _NOT_SNAKE.sub("_", name.lower()).strip("_")
+
+
+def parse_call(
+    action: str, body: dict[str, Any], *, received_time: int, client_ip: str | None
+) -> Call:
+    """Validate one call of type ``action``; ``client_ip`` fills ``context.ip`` if unsent.
+
+    An ``action`` that is not a call type (``batch`` included) raises ``NotFound``.
+    """
+    return _parse(action, body, received_time, client_ip, None)
+
+
+def parse_batch(
+    body: dict[str, Any], *, received_time: int, client_ip: str | None
+) -> tuple[list[Call | None], list[BatchItemError]]:
+    """Validate a ``batch`` body: one ``Call`` per good item, ``None`` and an error per bad one.
+
+    The batch's own ``sentAt`` applies to items that carry none; nothing else is inherited.
+    """
+    shape = _convert(_BatchShape, body)
+    _check_batch_size(shape.batch)
+    sent_at = None if shape.sent_at is None else to_millis(shape.sent_at)
+    calls: list[Call | None] = []
+    problems: list[BatchItemError] = []
+    for index, item in enumerate(shape.batch):
+        try:
+            calls.append(_parse_item(index, item, received_time, client_ip, sent_at))
+        except errors.ValidationFailed as exc:
+            calls.append(None)
+            problems.append(BatchItemError(index, exc.code, exc.message))
+    return calls, problems
+
+
+def decode_json_object(body: bytes) -> dict[str, Any]:
+    """Decode a request body that must be a JSON object, else ``InvalidRequest``."""
+    value = _decode_json(body)
+    if not isinstance(value, dict):
+        raise errors.InvalidRequest(f"body: must be a JSON object (got {_json_kind(value)})")
+    return value
+
+
+def _parse(
+    action: str,
+    body: dict[str, Any],
+    received_time: int,
+    client_ip: str | None,
+    batch_sent_at: int | None,
+) -> Call:
+    shape = _convert(_shape_of(action), body)
+    user_id, anonymous_id = _linkable_ids(shape)
+    return Call(
+        action=action,
+        event_action=_event_action(action, shape.event),
+        user_id=user_id,
+        anonymous_id=anonymous_id,
+        event_time=_event_time(shape, received_time, batch_sent_at),
+        received_time=received_time,
+        raw=_raw(action, body, client_ip),
+        message_id=shape.message_id,
+        traits=body["traits"] if action == "identify" else None,
+        previous_id=_previous_id(shape),
+    )
+
+
+def _shape_of(action: str) -> type[_CallShape]:
+    shape = _SHAPES.get(action)
+    if shape is None:
+        raise errors.NotFound(f"unknown tracking action {action!r}")
+    return shape
+
+
+def _convert(shape: type[S], body: Any) -> S:
+    try:
+        return msgspec.convert(body, shape)
+    except msgspec.ValidationError as exc:
+        raise errors.ValidationFailed(_explain(str(exc))) from None
+
+
+def _invalid(field: str, why: str) -> errors.ValidationFailed:
+    return errors.ValidationFailed(f"{field}: {why}")
+
+
+def _linkable_ids(shape: _CallShape) -> tuple[str | None, str | None]:
+    """``userId`` and ``anonymousId`` as they may link; a placeholder beside a userId drops."""
+    user_id, anonymous_id = shape.user_id, shape.anonymous_id
+    if user_id is not None and is_placeholder(user_id):
+        raise _invalid("userId", "placeholder id not allowed")
+    if anonymous_id is not None and is_placeholder(anonymous_id):
+        if user_id is None:
+            raise _invalid("anonymousId", "placeholder id not allowed as the only id")
+        anonymous_id = None
+    if user_id is None and anonymous_id is None:
+        raise _invalid("userId or anonymousId", "one is required")
+    return user_id, anonymous_id
+
+
+def _previous_id(shape: _CallShape) -> str | None:
+    if not isinstance(shape, _Alias):
+        return None
+    if is_placeholder(shape.previous_id):
+        raise _invalid("previousId", "placeholder id not allowed")
+    return shape.previous_id
+
+
+def _event_action(action: str, event: Any) -> str:
+    if action != "track":
+        if event is not None and event != action:
+            raise _invalid("event", f'must be "{action}"')
+        return action
+    name = event_action_name(event)
+    if not name:
+        raise _invalid("event", "must contain a letter or digit")
+    return name
+
+
+def _event_time(shape: _CallShape, received_time: int, batch_sent_at: int | None) -> int:
+    """The call's timestamp, corrected for the client's clock skew when ``sentAt`` is known."""
+    timestamp = to_millis(shape.timestamp)
+    sent_at = batch_sent_at if shape.sent_at is None else to_millis(shape.sent_at)
+    if sent_at is None:
+        return timestamp
+    corrected = timestamp + (received_time - sent_at)
+    return received_time if corrected > received_time + MAX_FUTURE_MS else corrected
+
+
+def _raw(action: str, body: dict[str, Any], client_ip: str | None) -> dict[str, Any]:
+    """The call as sent plus ``action`` and, unless sent, ``context.ip`` (copies, no mutation)."""
+    raw = {"action": action, **body}
+    raw["action"] = action
+    context = body.get("context")
+    if client_ip is not None and (context is None or context.get("ip") is None):
+        raw["context"] = {**(context or {}), "ip": client_ip}
+    return raw
+
+
+def _check_batch_size(items: list[Any]) -> None:
+    if not 1 <= len(items) <= MAX_BATCH_ITEMS:
+        raise _invalid("batch", f"must hold 1 to {MAX_BATCH_ITEMS} calls (got {len(items)})")
+
+
+def _parse_item(
+    index: int, item: Any, received_time: int, client_ip: str | None, sent_at: int | None
+) -> Call:
+    if not isinstance(item, dict):
+        raise _invalid(f"batch[{index}]", f"must be an object (got {_json_kind(item)})")
+    try:
+        return _parse(_item_type(item), item, received_time, client_ip, sent_at)
+    except errors.ValidationFailed as exc:
+        raise errors.ValidationFailed(f"batch[{index}].{exc.message}") from None
+
+
+def _item_type(item: dict[str, Any]) -> str:
+    kind = item.get("type")
+    if kind is None:
+        raise _invalid("type", "required")
+    if not isinstance(kind, str) or kind not in CALL_TYPES:
+        got = f'"{kind}"' if isinstance(kind, str) else _json_kind(kind)
+        raise _invalid("type", f"must be one of {', '.join(CALL_TYPES)} (got {got})")
+    return kind
+
+
+# --- turning msgspec's messages into "<field>: <why>" ---------------------------------
+
+_AT_PATH = re.compile(r"^(?P<what>.*?)(?: - at `\$\.?(?P<path>[^`]*)`)?$", re.DOTALL)
+_MISSING = re.compile(r"Object missing required field `(?P<field>[^`]+)`")
+_EXPECTED = re.compile(
+    r"Expected `(?P<want>\w+)[^`]*`(?:, got `(?P<got>\w+)`)?"
+    r"(?: of length (?P<op>[<>])= (?P<limit>\d+))?"
+)
+_JSON_NAMES = {
+    "str": "string",
+    "int": "integer",
+    "float": "number",
+    "bool": "boolean",
+    "array": "array",
+    "object": "object",
+    "null": "null",
+}
+_ARTICLES = {"array": "an", "object": "an", "integer": "an"}
+
+
+def _explain(message: str) -> str:
+    """``Expected `object`, got `array` - at `$.traits``` → ``traits: must be an object …``."""
+    match = _AT_PATH.match(message)
+    what, path = (match["what"], match["path"] or "") if match else (message, "")
+    missing = _MISSING.fullmatch(what)
+    if missing:
+        return f"{path + '.' if path else ''}{missing['field']}: required"
+    return f"{path or 'body'}: {_why(what)}"
+
+
+def _why(what: str) -> str:
+    expected = _EXPECTED.match(what)
+    if "datetime" in what or "RFC3339" in what:
+        return "not an ISO-8601 time"
+    if expected is None:
+        return what[:1].lower() + what[1:]
+    if expected["op"] == ">":
+        return "must not be empty"
+    if expected["op"] == "<":
+        return f"must be at most {expected['limit']} characters"
+    want = _JSON_NAMES.get(expected["want"], expected["want"])
+    got = _JSON_NAMES.get(expected["got"] or "", expected["got"])
+    return f"must be {_ARTICLES.get(want, 'a')} {want}" + (f" (got {got})" if got else "")
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    kinds = {int: "integer", float: "number", str: "string", list: "array", dict: "object"}
+    return kinds.get(type(value), type(value).__name__)
+
+
+# --- JSON bodies ----------------------------------------------------------------------
+
+_BYTE_OFFSET = re.compile(r" \(byte (\d+)\)")
+_HIGH_SURROGATE = re.compile(rb"\\u[dD][89abAB]")  # msgspec calls a lone one "truncated"
+
+
+def _decode_json(body: bytes) -> Any:
+    if not body.strip():
+        raise errors.InvalidRequest("body: must be a JSON object (got an empty body)")
+    try:
+        return msgspec.json.decode(body)
+    except UnicodeDecodeError:
+        raise errors.InvalidRequest("body: not valid UTF-8") from None
+    except RecursionError:
+        raise errors.InvalidRequest("body: JSON nested too deeply") from None
+    except msgspec.DecodeError as exc:  # ValidationError too: numbers out of range
+        raise errors.InvalidRequest(f"body: malformed JSON ({_decode_detail(exc, body)})") from None
+
+
+def _decode_detail(exc: msgspec.DecodeError, body: bytes) -> str:
+    """``JSON is malformed: invalid character (byte 6)`` → ``invalid character at byte 6``."""
+    text = str(exc).removeprefix("JSON is malformed: ").split(" - at `")[0]
+    if text == "Input data was truncated" and _HIGH_SURROGATE.search(body):
+        return "invalid utf-16 surrogate pair"
+    text = _BYTE_OFFSET.sub(r" at byte \1", text)
+    return text[:1].lower() + text[1:]

@@ -1,0 +1,210 @@
+"""The embedded store: one SQLite file in WAL mode.
+
+One writer connection, owned by the group-commit thread (``sqlite_writer``); readers
+use their own connections (one per thread) and are never blocked by it. Every commit
+is flushed to disk (``synchronous=FULL``) before a request is answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from opencdp.models import Accepted, Call, TokenRecord, Workspace
+from opencdp.store.base import Store
+from opencdp.store.migrations import load_migrations
+from opencdp.store.sqlite_writer import GroupCommitWriter
+
+_PRAGMAS = (
+    "PRAGMA journal_mode = WAL",
+    "PRAGMA synchronous = FULL",
+    "PRAGMA busy_timeout = 10000",
+    "PRAGMA foreign_keys = OFF",
+    "PRAGMA cache_size = -65536",
+    "PRAGMA temp_store = MEMORY",
+)
+
+
+def connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions are explicit) with our pragmas."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    for pragma in _PRAGMAS:
+        conn.execute(pragma)
+    if readonly:
+        conn.execute("PRAGMA query_only = ON")
+    return conn
+
+
+class SQLiteStore(Store):
+    def __init__(self, path: str, *, batch_max: int = 2000, queue_max: int = 20000) -> None:
+        self.path = path
+        self._batch_max = batch_max
+        self._queue_max = queue_max
+        self._writer: GroupCommitWriter | None = None
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+
+    # -- life cycle --------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.migrate()
+        writer = GroupCommitWriter(
+            connect(self.path), batch_max=self._batch_max, queue_max=self._queue_max
+        )
+        writer.start()
+        self._writer = writer
+
+    async def stop(self) -> None:
+        if self._writer is not None:
+            await asyncio.to_thread(self._writer.stop)
+            self._writer = None
+        with self._readers_lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
+        self._local = threading.local()
+
+    async def ping(self) -> bool:
+        try:
+            return bool(self.reader().execute("SELECT 1").fetchone() == (1,))
+        except sqlite3.Error:
+            return False
+
+    def migrate(self) -> int:
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        conn = connect(self.path)
+        try:
+            return _apply_migrations(conn)
+        finally:
+            conn.close()
+
+    def reader(self) -> sqlite3.Connection:
+        """This thread's read connection (created on first use)."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = connect(self.path, readonly=True)
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    @property
+    def writer(self) -> GroupCommitWriter:
+        if self._writer is None:
+            raise RuntimeError("the store is not started")
+        return self._writer
+
+    # -- ingestion ---------------------------------------------------------------------
+
+    async def append_calls(self, workspace: Workspace, calls: Sequence[Call]) -> list[Accepted]:
+        if not calls:
+            return []
+        return await self.writer.submit(workspace, calls)
+
+    # -- tokens ------------------------------------------------------------------------
+
+    async def add_token(self, token: TokenRecord) -> None:
+        self._write_once(
+            "INSERT INTO tokens (token_id, secret_hash, client_id, accounts, brands, scopes,"
+            " name, created_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                token.token_id, token.secret_hash, token.client_id, _json_list(token.accounts),
+                _json_list(token.brands), _json_list(token.scopes), token.name,
+                token.created_time,
+            ),
+        )
+
+    async def find_token(self, token_id: str) -> TokenRecord | None:
+        row = self.reader().execute(_TOKEN_SELECT + " WHERE token_id = ?", (token_id,)).fetchone()
+        return None if row is None else _token_from_row(row)
+
+    async def list_tokens(self) -> list[TokenRecord]:
+        rows = self.reader().execute(_TOKEN_SELECT + " ORDER BY created_time, token_id")
+        return [_token_from_row(row) for row in rows.fetchall()]
+
+    async def revoke_token(self, token_id: str, when: int) -> bool:
+        changed = self._write_once(
+            "UPDATE tokens SET revoked_time = ? WHERE token_id = ? AND revoked_time IS NULL",
+            (when, token_id),
+        )
+        return changed > 0
+
+    def _write_once(self, sql: str, params: tuple[Any, ...]) -> int:
+        """A rare write (tokens) outside the group-commit path, in its own transaction."""
+        conn = connect(self.path)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            count = conn.execute(sql, params).rowcount
+            conn.execute("COMMIT")
+            return count
+        finally:
+            conn.close()
+
+
+_TOKEN_SELECT = (
+    "SELECT token_id, secret_hash, client_id, accounts, brands, scopes, created_time,"
+    " revoked_time, name FROM tokens"
+)
+
+
+def _json_list(values: Sequence[str] | None) -> str | None:
+    return None if values is None else msgspec.json.encode(list(values)).decode()
+
+
+def _token_from_row(row: tuple[Any, ...]) -> TokenRecord:
+    def as_tuple(text: str | None) -> tuple[str, ...] | None:
+        return None if text is None else tuple(msgspec.json.decode(text))
+
+    return TokenRecord(
+        token_id=row[0], secret_hash=bytes(row[1]), client_id=row[2],
+        accounts=as_tuple(row[3]), brands=as_tuple(row[4]), scopes=as_tuple(row[5]) or (),
+        created_time=row[6], revoked_time=row[7], name=row[8],
+    )
+
+
+def _apply_migrations(conn: sqlite3.Connection) -> int:
+    """Apply pending migrations under an exclusive lock, so concurrent starts migrate once."""
+    conn.execute("BEGIN EXCLUSIVE")
+    try:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations"
+            " (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_time INTEGER NOT NULL)"
+        )
+        applied = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+        version = max(applied, default=0)
+        for migration in load_migrations("sqlite"):
+            if migration.version in applied:
+                continue
+            for statement in _statements(migration.sql):
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_migrations VALUES (?, ?, ?)",
+                (migration.version, migration.name, int(time.time() * 1000)),
+            )
+            version = migration.version
+        conn.execute("COMMIT")
+        return version
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _statements(script: str) -> list[str]:
+    """Split a script into complete statements (``sqlite3.complete_statement``)."""
+    statements, pending = [], ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            statements.append(pending.strip())
+            pending = ""
+    if pending.strip() and not pending.strip().startswith("--"):
+        statements.append(pending.strip())
+    return [s for s in statements if s.strip(" \n;")]
