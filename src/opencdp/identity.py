@@ -87,7 +87,12 @@ class IdentityGraph:
         return profile.pk
 
     def _resolve(self, call: Call) -> ProfileState:
-        if call.action == "alias" and call.user_id is not None and call.previous_id is not None:
+        if (
+            call.action == "alias"
+            and call.user_id is not None
+            and call.previous_id not in (None, call.user_id)
+        ):
+            assert call.previous_id is not None
             return self._alias(call.user_id, call.previous_id, call)
         if call.user_id is None:
             assert call.anonymous_id is not None, "validation guarantees one id"
