@@ -69,7 +69,9 @@ def open_store(url: str) -> Store:
 
         return SQLiteStore(sqlite_path(url))
     if url.startswith(("postgresql:", "postgres:")):
-        raise NotImplementedError("the PostgreSQL store is not available in this version")
+        from opencdp.store.postgres import PostgresStore
+
+        return PostgresStore(url)
     raise ValueError(f"unsupported database URL {url!r}: use sqlite:///PATH or postgresql://…")
 
 

@@ -13,10 +13,19 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
-import uuid_utils
 
-from opencdp.identity import ANON, USER, IdentityGraph, IdentityKey, ProfileState
+from opencdp.identity import IdentityGraph, IdentityKey, ProfileState
 from opencdp.models import Accepted, Call
+from opencdp.store.batching import (
+    BatchPlan,
+    event_row,
+    identity_keys,
+    message_ids,
+    new_event_id,
+    new_profile_id,
+    profile_from_row,
+    profile_row,
+)
 
 log = logging.getLogger("opencdp.store")
 
@@ -67,15 +76,6 @@ FROM json_each(?1) j
 """
 
 
-def new_profile_id() -> str:
-    return str(uuid_utils.uuid4())
-
-
-def new_event_id() -> str:
-    """Time-ordered (UUIDv7) ids keep the event-id index append-mostly."""
-    return str(uuid_utils.uuid7())
-
-
 class BatchWriter:
     """Applies calls for one workspace inside the writer's open transaction."""
 
@@ -86,42 +86,24 @@ class BatchWriter:
 
     def write(self, workspace_id: int, calls: Sequence[Call]) -> list[Accepted]:
         """Store the calls; one ``Accepted`` per call, repeats answered with the first id."""
-        accepted: dict[int, Accepted] = self._find_stored(workspace_id, calls)
-        first_index: dict[str, int] = {}
-        fresh: list[int] = []
-        for index, call in enumerate(calls):
-            if index in accepted:
-                continue
-            if call.message_id is not None:
-                if call.message_id in first_index:
-                    continue
-                first_index[call.message_id] = index
-            fresh.append(index)
-        graph = self._load_graph(workspace_id, [calls[i] for i in fresh])
+        plan = BatchPlan.make(calls, self._find_stored(workspace_id, calls))
+        graph = self._load_graph(workspace_id, plan.fresh_calls())
         rows = []
-        for index in fresh:
+        for index in plan.fresh:
             event_id = new_event_id()
             profile_pk = graph.apply(calls[index], event_id)
-            accepted[index] = Accepted(event_id)
-            rows.append(_event_row(calls[index], event_id, profile_pk))
+            plan.accepted[index] = Accepted(event_id)
+            rows.append(event_row(calls[index], event_id, profile_pk))
         self._save(workspace_id, graph, rows)
         self._report(workspace_id, graph)
-        return [
-            accepted.get(i) or Accepted(accepted[first_index[c.message_id or ""]].event_id, True)
-            for i, c in enumerate(calls)
-        ]
+        return plan.answers()
 
-    def _find_stored(self, workspace_id: int, calls: Sequence[Call]) -> dict[int, Accepted]:
-        """The calls whose messageId the workspace has already stored, by index."""
-        message_ids = [c.message_id for c in calls if c.message_id is not None]
-        if not message_ids:
+    def _find_stored(self, workspace_id: int, calls: Sequence[Call]) -> dict[str, str]:
+        """messageId → eventId for the calls' messageIds the workspace already holds."""
+        wanted = message_ids(calls)
+        if not wanted:
             return {}
-        known = dict(_decode(self._scalar(_FIND_MESSAGES, _encode(message_ids), workspace_id)))
-        return {
-            i: Accepted(known[c.message_id], duplicate=True)
-            for i, c in enumerate(calls)
-            if c.message_id is not None and c.message_id in known
-        }
+        return dict(_decode(self._scalar(_FIND_MESSAGES, _encode(wanted), workspace_id)))
 
     def _report(self, workspace_id: int, graph: IdentityGraph) -> None:
         for refusal in graph.refusals:
@@ -132,22 +114,20 @@ class BatchWriter:
             )
 
     def _load_graph(self, workspace_id: int, calls: Sequence[Call]) -> IdentityGraph:
-        keys: set[IdentityKey] = set()
-        for call in calls:
-            keys.update(_identity_keys(call))
+        keys = identity_keys(calls)
         identities: dict[IdentityKey, int] = {}
         profiles: dict[int, ProfileState] = {}
         if keys:
-            found = self._scalar(_FIND_IDENTITIES, _encode(sorted(keys)), workspace_id)
+            found = self._scalar(_FIND_IDENTITIES, _encode(keys), workspace_id)
             identities = {(k, v): pk for k, v, pk in _decode(found)}
         if identities:
             loaded = self._scalar(_LOAD_PROFILES, _encode(sorted(set(identities.values()))))
-            profiles = {row[0]: _profile_from_row(row) for row in _decode(loaded)}
+            profiles = {row[0]: profile_from_row(row) for row in _decode(loaded)}
         return IdentityGraph(profiles, identities, self._allocate_pk, new_profile_id)
 
     def _save(self, workspace_id: int, graph: IdentityGraph, rows: list[list[Any]]) -> None:
         if graph.changed:
-            profiles = [_profile_row(p) for p in graph.changed.values()]
+            profiles = [profile_row(p) for p in graph.changed.values()]
             self._conn.execute(_SAVE_PROFILES, (_encode(profiles), workspace_id))
         if graph.links:
             links = [[k, v, pk] for (k, v), pk in graph.links.items()]
@@ -166,46 +146,3 @@ class BatchWriter:
         row = self._conn.execute(sql, params).fetchone()
         return row[0]
 
-
-def _identity_keys(call: Call) -> list[IdentityKey]:
-    keys: list[IdentityKey] = []
-    if call.user_id is not None:
-        keys.append((USER, call.user_id))
-    if call.anonymous_id is not None:
-        keys.append((ANON, call.anonymous_id))
-    if call.previous_id is not None:
-        keys += [(USER, call.previous_id), (ANON, call.previous_id)]
-    return keys
-
-
-def _event_row(call: Call, event_id: str, profile_pk: int) -> list[Any]:
-    raw = call.raw
-    anonymous_id = raw.get("anonymousId")
-    return [
-        event_id,
-        call.message_id,
-        profile_pk,
-        call.event_action,
-        call.event_time,
-        call.received_time,
-        call.user_id,
-        anonymous_id if isinstance(anonymous_id, str) else None,
-        _encode(raw).decode(),
-    ]
-
-
-def _profile_row(p: ProfileState) -> list[Any]:
-    email = p.traits.get("email")
-    return [
-        p.pk, p.id, p.external_id, email if isinstance(email, str) and email else None,
-        p.traits, p.trait_stamps, p.anonymous_ids, p.audiences, p.created_by,
-        p.created_time, p.first_events, p.last_events, p.last_activity, p.merged_into,
-    ]
-
-
-def _profile_from_row(row: list[Any]) -> ProfileState:
-    return ProfileState(
-        pk=row[0], id=row[1], external_id=row[2], traits=row[3], trait_stamps=row[4],
-        anonymous_ids=row[5], audiences=row[6], created_by=row[7], created_time=row[8],
-        first_events=row[9], last_events=row[10], last_activity=row[11], merged_into=row[12],
-    )

@@ -1,0 +1,5 @@
+"""``python -m opencdp`` runs the CLI."""
+
+from opencdp.cli import main
+
+main()

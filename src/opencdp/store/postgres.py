@@ -1,0 +1,257 @@
+"""The scale-out store: PostgreSQL, shared by any number of ``opencdp serve`` processes.
+
+Writes are group-committed by one task per process; many processes coordinate through
+row locks, advisory locks and unique constraints (see ``postgres_batch``). Commits
+wait for the WAL flush (``synchronous_commit`` on), so a 200 survives a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from opencdp.errors import Unavailable
+from opencdp.models import Accepted, Call, TokenRecord, Workspace
+from opencdp.store.base import Store
+from opencdp.store.migrations import load_migrations
+from opencdp.store.postgres_batch import PostgresBatch
+
+log = logging.getLogger("opencdp.store")
+
+_MIGRATION_LOCK = 0x6F70656E636470  # one advisory lock id for "migrating this database"
+
+
+@dataclass(slots=True)
+class _Submission:
+    workspace: Workspace
+    calls: Sequence[Call]
+    future: asyncio.Future[list[Accepted]]
+
+
+class PostgresStore(Store):
+    def __init__(
+        self, url: str, *, batch_max: int = 2000, queue_max: int = 20000, pool_size: int = 8
+    ) -> None:
+        self.url = url
+        self._batch_max = batch_max
+        self._queue_max = queue_max
+        self._pool_size = pool_size
+        self._pool: AsyncConnectionPool | None = None
+        self._queue: asyncio.Queue[_Submission | None] = asyncio.Queue()
+        self._queued = 0
+        self._writer: asyncio.Task[None] | None = None
+        self._workspaces: dict[Workspace, int] = {}
+        self.refused_merges = 0
+
+    # -- life cycle --------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.migrate)
+        self._pool = AsyncConnectionPool(
+            self.url, min_size=2, max_size=self._pool_size, open=False,
+            kwargs={"autocommit": True},
+        )
+        await self._pool.open(wait=True)
+        self._queue = asyncio.Queue()
+        self._writer = asyncio.create_task(self._run_writer(), name="opencdp-writer")
+
+    async def stop(self) -> None:
+        if self._writer is not None:
+            await self._queue.put(None)
+            await self._writer
+            self._writer = None
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    async def ping(self) -> bool:
+        try:
+            async with self.pool.connection(timeout=2) as conn:
+                cursor = await conn.execute("SELECT 1")
+                return await cursor.fetchone() == (1,)
+        except (psycopg.Error, TimeoutError):
+            return False
+
+    def migrate(self) -> int:
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
+            try:
+                return _apply_migrations(conn)
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
+
+    @property
+    def pool(self) -> AsyncConnectionPool:
+        if self._pool is None:
+            raise RuntimeError("the store is not started")
+        return self._pool
+
+    # -- ingestion ---------------------------------------------------------------------
+
+    async def append_calls(self, workspace: Workspace, calls: Sequence[Call]) -> list[Accepted]:
+        if not calls:
+            return []
+        if self._queued + len(calls) > self._queue_max:
+            raise Unavailable("the write queue is full; retry shortly", retry_after=1)
+        future: asyncio.Future[list[Accepted]] = asyncio.get_running_loop().create_future()
+        self._queued += len(calls)
+        await self._queue.put(_Submission(workspace, calls, future))
+        return await future
+
+    async def _run_writer(self) -> None:
+        while True:
+            group, stopping = await self._take_group()
+            if group:
+                await self._commit_group(group)
+            if stopping:
+                return
+
+    async def _take_group(self) -> tuple[list[_Submission], bool]:
+        item = await self._queue.get()
+        group: list[_Submission] = []
+        size = 0
+        while item is not None:
+            group.append(item)
+            size += len(item.calls)
+            if size >= self._batch_max or self._queue.empty():
+                return group, False
+            item = self._queue.get_nowait()
+        return group, True
+
+    async def _commit_group(self, group: list[_Submission]) -> None:
+        try:
+            results: list[list[Accepted] | BaseException] = list(await self._write(group))
+        except Exception:
+            log.exception("group commit failed; retrying its requests one by one")
+            results = [await self._write_alone(s) for s in group]
+        self._queued -= sum(len(s.calls) for s in group)
+        for submission, result in zip(group, results, strict=True):
+            if submission.future.done():
+                continue
+            if isinstance(result, BaseException):
+                submission.future.set_exception(result)
+            else:
+                submission.future.set_result(result)
+
+    async def _write_alone(self, submission: _Submission) -> list[Accepted] | BaseException:
+        try:
+            return (await self._write([submission]))[0]
+        except Exception as exc:
+            log.exception("write failed")
+            return exc
+
+    async def _write(self, group: list[_Submission]) -> list[list[Accepted]]:
+        created: dict[Workspace, int] = {}
+        async with self.pool.connection() as conn, conn.transaction():
+            results = []
+            for submission in group:
+                ws_id = await self._workspace_id(conn, submission.workspace, created)
+                batch = PostgresBatch(conn, ws_id)
+                results.append(await batch.write(submission.calls))
+                self.refused_merges += batch.refusals
+        self._workspaces.update(created)  # only once committed: a rollback undoes them
+        return results
+
+    async def _workspace_id(
+        self, conn: psycopg.AsyncConnection[Any], ws: Workspace, created: dict[Workspace, int]
+    ) -> int:
+        cached = self._workspaces.get(ws) or created.get(ws)
+        if cached is not None:
+            return cached
+        key = (ws.client_id, ws.account_id, ws.brand_id)
+        await conn.execute(
+            "INSERT INTO workspaces (client_id, account_id, brand_id) VALUES (%s, %s, %s)"
+            " ON CONFLICT DO NOTHING",
+            key,
+        )
+        cursor = await conn.execute(
+            "SELECT id FROM workspaces WHERE client_id = %s AND account_id = %s AND brand_id = %s",
+            key,
+        )
+        row = await cursor.fetchone()
+        assert row is not None
+        created[ws] = int(row[0])
+        return created[ws]
+
+    # -- tokens ------------------------------------------------------------------------
+
+    async def add_token(self, token: TokenRecord) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO tokens (token_id, secret_hash, client_id, accounts, brands, scopes,"
+                " name, created_time) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                (
+                    token.token_id, token.secret_hash, token.client_id, _jsonb(token.accounts),
+                    _jsonb(token.brands), _jsonb(token.scopes), token.name, token.created_time,
+                ),
+            )
+
+    async def find_token(self, token_id: str) -> TokenRecord | None:
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(_TOKEN_SELECT + " WHERE token_id = %s", (token_id,))
+            row = await cursor.fetchone()
+        return None if row is None else _token_from_row(row)
+
+    async def list_tokens(self) -> list[TokenRecord]:
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(_TOKEN_SELECT + " ORDER BY created_time, token_id")
+            return [_token_from_row(row) for row in await cursor.fetchall()]
+
+    async def revoke_token(self, token_id: str, when: int) -> bool:
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(
+                "UPDATE tokens SET revoked_time = %s WHERE token_id = %s AND revoked_time IS NULL",
+                (when, token_id),
+            )
+            return cursor.rowcount > 0
+
+
+_TOKEN_SELECT = (
+    "SELECT token_id, secret_hash, client_id, accounts, brands, scopes, created_time,"
+    " revoked_time, name FROM tokens"
+)
+
+
+def _jsonb(values: Sequence[str] | None) -> Jsonb | None:
+    return None if values is None else Jsonb(list(values))
+
+
+def _token_from_row(row: tuple[Any, ...]) -> TokenRecord:
+    def as_tuple(values: list[str] | None) -> tuple[str, ...] | None:
+        return None if values is None else tuple(values)
+
+    return TokenRecord(
+        token_id=row[0], secret_hash=bytes(row[1]), client_id=row[2],
+        accounts=as_tuple(row[3]), brands=as_tuple(row[4]), scopes=as_tuple(row[5]) or (),
+        created_time=row[6], revoked_time=row[7], name=row[8],
+    )
+
+
+def _apply_migrations(conn: psycopg.Connection[Any]) -> int:
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations"
+        " (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_time BIGINT NOT NULL)"
+    )
+    applied = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+    version = max(applied, default=0)
+    for migration in load_migrations("postgres"):
+        if migration.version in applied:
+            continue
+        with conn.transaction():
+            conn.execute(migration.sql.encode())
+            conn.execute(
+                "INSERT INTO schema_migrations VALUES (%s, %s, %s)",
+                (migration.version, migration.name, int(time.time() * 1000)),
+            )
+        version = migration.version
+    return version
+
+

@@ -1,0 +1,370 @@
+"""The read queries of the Events and Profiles APIs on SQLite.
+
+Every query walks an index in its sort order, never a whole table
+(``tests/test_query_plans.py`` runs ``EXPLAIN QUERY PLAN`` on each shape):
+
+- the feed, a time window, ``exclude`` and property filters walk ``events_by_time``;
+  ``exclude`` and ``properties.*`` are checked on the rows met along the way, so a
+  rare property value costs a walk over the window (bounded by ``LIMIT``);
+- ``include`` walks ``events_by_action`` once per action, merged in order
+  (``MERGE (UNION ALL)``);
+- a customer's events walk ``events_by_profile``, once per profile, merged likewise;
+- ``total`` counts at most ``MAX_TOTAL`` index entries per walk;
+- profile look-ups use ``identities`` (userId, anonymousId), ``profiles_by_id`` and
+  ``profiles_by_email``; listings ``profiles_by_activity`` and ``profiles_by_created``.
+
+Each function takes a read connection and the workspace's row id and runs inside one
+read transaction, so a page and its ``total`` see the same snapshot.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import msgspec
+
+from opencdp.errors import ProfileNotFound
+from opencdp.models import (
+    MAX_TOTAL,
+    EventPage,
+    EventQuery,
+    ProfileKey,
+    ProfilePage,
+    ProfileQuery,
+    ProfileRef,
+    StoredEvent,
+    StoredProfile,
+    Workspace,
+)
+
+_decode = msgspec.json.decode
+_MAX_MERGE_HOPS = 64
+
+_EVENT_COLUMNS = (
+    "e.event_id, e.action, e.event_time, e.received_time, e.user_id, e.anonymous_id, e.raw,"
+    " p.id, p.external_id, coalesce(p.email, '')"
+)
+_PROFILE_COLUMNS = (
+    "pk, id, external_id, traits, anonymous_ids, audiences, created_by, created_time,"
+    " last_activity, first_events, last_events"
+)
+_KEY = ("e.event_time", "e.received_time", "e.event_id")
+
+
+@contextmanager
+def snapshot(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One read transaction: every statement inside sees the same committed state."""
+    conn.execute("BEGIN")
+    try:
+        yield conn
+    finally:
+        conn.execute("COMMIT")
+
+
+def workspace_id(conn: sqlite3.Connection, workspace: Workspace) -> int | None:
+    row = conn.execute(
+        "SELECT id FROM workspaces WHERE client_id = ? AND account_id = ? AND brand_id = ?",
+        (workspace.client_id, workspace.account_id, workspace.brand_id),
+    ).fetchone()
+    return None if row is None else int(row[0])
+
+
+def setting(conn: sqlite3.Connection, name: str) -> bytes | None:
+    row = conn.execute("SELECT value FROM settings WHERE name = ?", (name,)).fetchone()
+    return None if row is None else bytes(row[0])
+
+
+# -- profiles --------------------------------------------------------------------------
+
+
+def resolve(conn: sqlite3.Connection, ws: int, ref: ProfileRef) -> list[int]:
+    """The live profiles (row ids) a reference names; merged profiles lead to their target."""
+    if ref.id_type == "email":
+        rows = conn.execute(
+            "SELECT pk FROM profiles WHERE workspace_id = ? AND email = ?"
+            " AND merged_into IS NULL ORDER BY pk",
+            (ws, ref.value),
+        )
+        return [int(row[0]) for row in rows]
+    if ref.id_type == "id":
+        row = conn.execute(
+            "SELECT pk FROM profiles WHERE workspace_id = ? AND id = ?", (ws, ref.value)
+        ).fetchone()
+    else:
+        kind = "user" if ref.id_type == "userId" else "anon"
+        row = conn.execute(
+            "SELECT profile_pk FROM identities WHERE workspace_id = ? AND kind = ? AND value = ?",
+            (ws, kind, ref.value),
+        ).fetchone()
+    return [] if row is None else [_follow_merges(conn, int(row[0]))]
+
+
+def _follow_merges(conn: sqlite3.Connection, pk: int) -> int:
+    for _ in range(_MAX_MERGE_HOPS):
+        row = conn.execute("SELECT merged_into FROM profiles WHERE pk = ?", (pk,)).fetchone()
+        if row is None or row[0] is None:
+            return pk
+        pk = int(row[0])
+    return pk
+
+
+def find_profiles(
+    conn: sqlite3.Connection, ws: int, ref: ProfileRef, *, with_events: bool
+) -> list[StoredProfile]:
+    pks = resolve(conn, ws, ref)
+    if not pks:
+        return []
+    marks = ", ".join("?" * len(pks))
+    rows = conn.execute(
+        f"SELECT {_PROFILE_COLUMNS} FROM profiles WHERE pk IN ({marks}) ORDER BY pk", pks
+    ).fetchall()
+    profiles = [_profile(row) for row in rows]
+    if with_events:
+        for row, profile in zip(rows, profiles, strict=True):
+            _attach_events(conn, ws, profile, _decode(row[9]), _decode(row[10]))
+    return profiles
+
+
+def _attach_events(
+    conn: sqlite3.Connection,
+    ws: int,
+    profile: StoredProfile,
+    first: dict[str, list[Any]],
+    last: dict[str, list[Any]],
+) -> None:
+    """Fill first/last events from the stamps' event ids: a look-up each, never a scan."""
+    wanted = sorted({stamp[2] for stamp in (*first.values(), *last.values())})
+    found = {event.event_id: event for event in events_by_ids(conn, ws, wanted)}
+    profile.first_events = {a: found[s[2]] for a, s in first.items() if s[2] in found}
+    profile.last_events = {a: found[s[2]] for a, s in last.items() if s[2] in found}
+
+
+def list_profiles(conn: sqlite3.Connection, ws: int, query: ProfileQuery) -> ProfilePage:
+    rows = _created_rows(conn, ws, query) if query.sort == "created" else _active_rows(
+        conn, ws, query
+    )
+    last = None if not rows else ProfileKey(rows[-1][8], int(rows[-1][0]))
+    return ProfilePage([_profile(row) for row in rows], last or query.after)
+
+
+def _created_rows(conn: sqlite3.Connection, ws: int, query: ProfileQuery) -> list[Any]:
+    after = -1 if query.after is None else query.after.seq
+    return conn.execute(
+        f"SELECT {_PROFILE_COLUMNS} FROM profiles INDEXED BY profiles_by_created"
+        " WHERE workspace_id = ? AND merged_into IS NULL AND pk > ? ORDER BY pk LIMIT ?",
+        (ws, after, query.size),
+    ).fetchall()
+
+
+def _active_rows(conn: sqlite3.Connection, ws: int, query: ProfileQuery) -> list[Any]:
+    """Most recent activity first; profiles never active (NULL) come last, newest first."""
+    after = query.after
+    rows: list[Any] = []
+    if after is None or after.last_activity is not None:
+        keyset = "" if after is None else " AND (last_activity, pk) < (?, ?)"
+        params = [] if after is None else [after.last_activity, after.seq]
+        rows = _by_activity(conn, "IS NOT NULL" + keyset, [ws, *params, query.size])
+    if len(rows) < query.size:
+        below = after is not None and after.last_activity is None
+        keyset = " AND pk < ?" if below else ""
+        params = [after.seq] if after is not None and below else []
+        rows += _by_activity(conn, "IS NULL" + keyset, [ws, *params, query.size - len(rows)])
+    return rows
+
+
+def _by_activity(conn: sqlite3.Connection, condition: str, params: list[Any]) -> list[Any]:
+    return conn.execute(
+        f"SELECT {_PROFILE_COLUMNS} FROM profiles INDEXED BY profiles_by_activity"
+        f" WHERE workspace_id = ? AND merged_into IS NULL AND last_activity {condition}"
+        " ORDER BY last_activity DESC, pk DESC LIMIT ?",
+        params,
+    ).fetchall()
+
+
+def _profile(row: Sequence[Any]) -> StoredProfile:
+    return StoredProfile(
+        id=row[1],
+        external_id=row[2],
+        traits=_decode(row[3]),
+        anonymous_ids=_decode(row[4]),
+        audiences=_decode(row[5]),
+        created_by=_decode(row[6]),
+        created_time=row[7],
+        last_activity_time=row[8],
+    )
+
+
+# -- events ----------------------------------------------------------------------------
+
+
+def get_event(conn: sqlite3.Connection, ws: int, event_id: str) -> StoredEvent | None:
+    found = events_by_ids(conn, ws, [event_id])
+    return found[0] if found else None
+
+
+def events_by_ids(conn: sqlite3.Connection, ws: int, event_ids: Sequence[str]) -> list[StoredEvent]:
+    if not event_ids:
+        return []
+    marks = ", ".join("?" * len(event_ids))
+    rows = conn.execute(
+        f"SELECT {_EVENT_COLUMNS} FROM events e INDEXED BY events_by_event_id"
+        " CROSS JOIN profiles p ON p.pk = e.profile_pk"
+        f" WHERE e.event_id IN ({marks}) AND e.workspace_id = ?",
+        (*event_ids, ws),
+    ).fetchall()
+    if not rows:
+        return []
+    workspace = workspace_of(conn, ws)
+    return [_event(row, workspace) for row in rows]
+
+
+def workspace_of(conn: sqlite3.Connection, ws: int) -> Workspace:
+    row = conn.execute(
+        "SELECT client_id, account_id, brand_id FROM workspaces WHERE id = ?", (ws,)
+    ).fetchone()
+    return Workspace(row[0], row[1], row[2])
+
+
+def list_events(conn: sqlite3.Connection, ws: int, query: EventQuery) -> EventPage:
+    """A page of the query's events and its capped total (see the module's notes)."""
+    walks = _walks(conn, ws, query)
+    if not walks:
+        return EventPage(0, [])
+    filters = _Filters(query)
+    total = sum(_count(conn, walk, filters) for walk in walks)
+    workspace = workspace_of(conn, ws)
+    rows = _page_rows(conn, walks, filters, query)
+    return EventPage(min(total, MAX_TOTAL), [_event(row, workspace) for row in rows])
+
+
+class _Walk:
+    """One index walk: the index, and the equality terms that pick its range."""
+
+    def __init__(self, index: str, where: str, params: list[Any]) -> None:
+        self.index, self.where, self.params = index, where, params
+
+
+def _walks(conn: sqlite3.Connection, ws: int, query: EventQuery) -> list[_Walk]:
+    pks: list[int] | None = None
+    if query.profile is not None:
+        pks = resolve(conn, ws, query.profile)
+        if not pks:
+            raise ProfileNotFound()
+    if query.user_id is not None:
+        users = resolve(conn, ws, ProfileRef("userId", query.user_id))
+        pks = users if pks is None else [pk for pk in pks if pk in users]
+    if pks is not None:
+        same_ws = "e.workspace_id = ? AND e.profile_pk = ?"
+        return [_Walk("events_by_profile", same_ws, [ws, pk]) for pk in pks]
+    if query.include:
+        actions = [a for a in query.include if a not in query.exclude]
+        where = "e.workspace_id = ? AND e.action = ?"
+        return [_Walk("events_by_action", where, [ws, action]) for action in actions]
+    return [_Walk("events_by_time", "e.workspace_id = ?", [ws])]
+
+
+class _Filters:
+    """The terms every walk checks: actions, time window, properties (and the keyset)."""
+
+    def __init__(self, query: EventQuery) -> None:
+        terms: list[str] = []
+        params: list[Any] = []
+        if query.profile is not None or query.user_id is not None:
+            if query.include:
+                terms.append(f"e.action IN ({', '.join('?' * len(query.include))})")
+                params += query.include
+        if query.exclude:
+            terms.append(f"e.action NOT IN ({', '.join('?' * len(query.exclude))})")
+            params += query.exclude
+        if query.start is not None:
+            terms.append("e.event_time >= ?")
+            params.append(query.start)
+        if query.end is not None:
+            terms.append("e.event_time < ?")
+            params.append(query.end)
+        for path, value in query.properties:
+            terms.append("(e.raw -> ?) IN (json_quote(?), ?)")
+            params += [json_path(path), value, value]
+        self.terms, self.params = terms, params
+        self.direction = "ASC" if query.sort == "asc" else "DESC"
+        self.keyset: list[str] = []
+        self.keyset_params: list[Any] = []
+        if query.after is not None:
+            op = ">" if query.sort == "asc" else "<"
+            self.keyset = [f"({', '.join(_KEY)}) {op} (?, ?, ?)"]
+            after = query.after
+            self.keyset_params = [after.event_time, after.received_time, after.event_id]
+
+    def where(self, walk: _Walk, *, keyset: bool) -> tuple[str, list[Any]]:
+        terms = [walk.where, *self.terms, *(self.keyset if keyset else ())]
+        params = [*walk.params, *self.params, *(self.keyset_params if keyset else ())]
+        return " AND ".join(terms), params
+
+    @property
+    def order(self) -> str:
+        return ", ".join(f"{column} {self.direction}" for column in _KEY)
+
+
+def json_path(dotted: str) -> str:
+    """``a.b`` → ``$.properties."a"."b"`` (keys quoted, so any other character is literal)."""
+    return "$.properties" + "".join(f'."{key}"' for key in dotted.split("."))
+
+
+def _count(conn: sqlite3.Connection, walk: _Walk, filters: _Filters) -> int:
+    where, params = filters.where(walk, keyset=False)
+    row = conn.execute(
+        f"SELECT count(*) FROM (SELECT 1 FROM events e INDEXED BY {walk.index}"
+        f" WHERE {where} LIMIT {MAX_TOTAL})",
+        params,
+    ).fetchone()
+    return int(row[0])
+
+
+def _page_rows(
+    conn: sqlite3.Connection, walks: list[_Walk], filters: _Filters, query: EventQuery
+) -> list[Any]:
+    join = "CROSS JOIN profiles p ON p.pk = e.profile_pk"
+    if len(walks) == 1:
+        where, params = filters.where(walks[0], keyset=True)
+        sql = (
+            f"SELECT {_EVENT_COLUMNS} FROM events e INDEXED BY {walks[0].index} {join}"
+            f" WHERE {where} ORDER BY {filters.order} LIMIT ? OFFSET ?"
+        )
+        return conn.execute(sql, (*params, query.size, query.offset)).fetchall()
+    arms, params = [], []
+    for walk in walks:
+        where, arm_params = filters.where(walk, keyset=True)
+        arms.append(
+            "SELECT * FROM (SELECT e.seq, e.event_time, e.received_time, e.event_id"
+            f" FROM events e INDEXED BY {walk.index} WHERE {where}"
+            f" ORDER BY {filters.order} LIMIT ?)"
+        )
+        params += [*arm_params, query.offset + query.size]
+    direction = filters.direction
+    sql = (
+        f"WITH page (seq, event_time, received_time, event_id) AS ("
+        f"{' UNION ALL '.join(arms)}"
+        f" ORDER BY 2 {direction}, 3 {direction}, 4 {direction} LIMIT ? OFFSET ?)"
+        f" SELECT {_EVENT_COLUMNS} FROM page CROSS JOIN events e ON e.seq = page.seq {join}"
+        f" ORDER BY {filters.order}"
+    )
+    return conn.execute(sql, (*params, query.size, query.offset)).fetchall()
+
+
+def _event(row: Sequence[Any], workspace: Workspace) -> StoredEvent:
+    return StoredEvent(
+        event_id=row[0],
+        event_action=row[1],
+        event_time=row[2],
+        received_time=row[3],
+        user_id=row[4],
+        anonymous_id=row[5],
+        raw=_decode(row[6]),
+        profile_id=row[7],
+        external_id=row[8],
+        email=row[9],
+        workspace=workspace,
+    )
