@@ -189,12 +189,13 @@ async def guard(
     ``unknown_status`` answers a missing or unknown token: 403 on tracking calls,
     401 on read calls. Sets ``X-RateLimit-*`` on the response once the token is valid.
     """
-    headers = request.headers
-    check_declared_size(headers.get("content-length"), body_limit)
+    headers: dict[bytes, bytes] = dict(request.scope["headers"])  # names are lower-case
+    check_declared_size(_text(headers.get(b"content-length")), body_limit)
     if request.method == "POST":
-        check_content_type(headers.get("content-type"))
+        check_content_type(_text(headers.get(b"content-type")))
+    token = _text(headers.get(b"auth-token"))
     principal = await authorize(
-        services.store, headers.get("auth-token"), workspace, scope, unknown_status=unknown_status
+        services.store, token, workspace, scope, unknown_status=unknown_status
     )
     decision = await services.limiter.take(principal.token_id)
     add_header(request, b"X-RateLimit-Limit", str(decision.limit).encode())
@@ -202,6 +203,10 @@ async def guard(
     if not decision.allowed:
         raise RateLimited(decision.retry_after)
     return principal
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode("latin-1")
 
 
 def check_declared_size(content_length: str | None, limit: int) -> None:

@@ -73,8 +73,9 @@ def _handler(services: Services, action: str) -> Handler:
             add_header(request, b"Vary", b"Origin")
         workspace = workspace_of(request)
         limit = settings.track_body_limit
-        await guard(request, services, workspace, scope="write", body_limit=limit,
-                    unknown_status=403)
+        await guard(
+            request, services, workspace, scope="write", body_limit=limit, unknown_status=403
+        )
         body = decode_json_object(await read_body(request, limit))
         received_time = time.time_ns() // 1_000_000
         client_ip = services.client_address.of(request)
@@ -117,8 +118,13 @@ def _preflight(origin: str | None) -> Response:
 
 # -- documentation: the shapes below describe the API; ``ingest`` does the validating ---
 
-Timestamp = Annotated[
-    datetime, msgspec.Meta(description="RFC 3339 date-time with a zone or Z, e.g. 2019-11-18T13:30:11.444Z")
+_RFC3339 = "RFC 3339 date-time with a zone or Z, e.g. 2019-11-18T13:30:11.444Z"
+Timestamp = Annotated[datetime, msgspec.Meta(description=_RFC3339)]
+MessageId = Annotated[
+    str, msgspec.Meta(description="Idempotency key: a repeat answers the first call's eventId")
+]
+SentAt = Annotated[
+    datetime, msgspec.Meta(description="When the client sent the call; corrects its clock skew")
 ]
 Object = dict[str, Any]
 
@@ -126,10 +132,8 @@ Object = dict[str, Any]
 class _Common(msgspec.Struct, kw_only=True):
     timestamp: Timestamp
     context: Object | UnsetType = UNSET
-    messageId: Annotated[str, msgspec.Meta(
-        description="Idempotency key: a repeat answers the first call's eventId")] | UnsetType = UNSET
-    sentAt: Annotated[datetime, msgspec.Meta(
-        description="When the client sent the call; corrects its clock skew")] | UnsetType = UNSET
+    messageId: MessageId | UnsetType = UNSET
+    sentAt: SentAt | UnsetType = UNSET
 
 
 class IdentifyCall(_Common, kw_only=True):

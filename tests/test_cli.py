@@ -1,0 +1,264 @@
+"""The ``opencdp`` command, run in-process against a fresh SQLite file."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from click.testing import CliRunner, Result
+
+from opencdp.cli import main
+from opencdp.config import Settings
+
+TOKEN_LINE = re.compile(r"ocdp_([0-9a-f]{12})_[A-Za-z0-9_-]{32}\n")
+# Every OPENCDP_* variable unset while a command runs, and restored afterwards.
+CLEAN_ENV: dict[str, str | None] = {f"OPENCDP_{f.name.upper()}": None for f in fields(Settings)}
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'cli.db'}"
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> Result:
+    return CliRunner().invoke(main, list(args), env={**CLEAN_ENV, **(env or {})})
+
+
+def create(db: str, *args: str) -> tuple[str, str]:
+    """Create a token; return its text and its id."""
+    result = run("tokens", "create", "--client", "acme", *args, "--db", db)
+    assert result.exit_code == 0, result.output
+    match = TOKEN_LINE.fullmatch(result.stdout)
+    assert match, result.stdout
+    return result.stdout.strip(), match.group(1)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        [],
+        ["serve"],
+        ["migrate"],
+        ["tokens"],
+        ["tokens", "create"],
+        ["tokens", "list"],
+        ["tokens", "revoke"],
+    ],
+)
+def test_every_command_has_help(command: list[str]) -> None:
+    for flag in ("--help", "-h"):
+        result = run(*command, flag)
+        assert result.exit_code == 0, result.output
+        assert "Usage:" in result.stdout
+
+
+def test_help_names_the_environment_variables() -> None:
+    result = run("serve", "--help")
+    for name in (
+        "OPENCDP_DB",
+        "OPENCDP_PORT",
+        "OPENCDP_RATE",
+        "OPENCDP_BURST",
+        "OPENCDP_REDIS_URL",
+    ):
+        assert name in result.stdout
+
+
+def test_migrate_prints_the_schema_version(db: str) -> None:
+    result = run("migrate", "--db", db)
+    assert result.exit_code == 0, result.output
+    assert int(result.stdout) >= 1
+
+
+def test_create_prints_the_token_alone(db: str) -> None:
+    create(db, "--all-accounts", "--all-brands", "--scope", "read,write")
+
+
+def test_list_shows_the_token_without_its_secret(db: str) -> None:
+    token, token_id = create(db, "--account", "web", "--brand", "shop", "--scope", "write")
+    secret = token.split("_", 2)[2]
+    result = run("tokens", "list", "--db", db)
+    assert result.exit_code == 0, result.output
+    header, row = result.stdout.splitlines()
+    assert header.split() == [
+        "ID",
+        "CLIENT",
+        "ACCOUNTS",
+        "BRANDS",
+        "SCOPES",
+        "CREATED",
+        "REVOKED",
+        "NAME",
+    ]
+    assert row.split()[:5] == [token_id, "acme", "web", "shop", "write"]
+    assert row.split()[6] == "-"
+    assert secret not in result.output
+
+
+def test_list_as_json(db: str) -> None:
+    token, token_id = create(
+        db, "--account", "web,app", "--all-brands", "--scope", "read", "--name", "reports"
+    )
+    result = run("tokens", "list", "--json", "--db", db)
+    assert result.exit_code == 0, result.output
+    [listed] = json.loads(result.stdout)
+    assert listed["id"] == token_id
+    assert listed["client"] == "acme"
+    assert listed["accounts"] == ["web", "app"]
+    assert listed["brands"] is None
+    assert listed["scopes"] == ["read"]
+    assert listed["name"] == "reports"
+    assert listed["revoked"] is None
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", listed["created"])
+    assert token.split("_", 2)[2] not in result.stdout
+
+
+def test_list_of_no_tokens(db: str) -> None:
+    assert json.loads(run("tokens", "list", "--json", "--db", db).stdout) == []
+
+
+def test_revoke(db: str) -> None:
+    _, token_id = create(db, "--all-accounts", "--all-brands", "--scope", "write")
+    result = run("tokens", "revoke", token_id, "--db", db)
+    assert result.exit_code == 0, result.output
+    [listed] = json.loads(run("tokens", "list", "--json", "--db", db).stdout)
+    assert listed["revoked"] is not None
+    again = run("tokens", "revoke", token_id, "--db", db)
+    assert again.exit_code == 1
+
+
+def test_revoking_an_unknown_token_fails_on_stderr(db: str) -> None:
+    result = run("tokens", "revoke", "0123456789ab", "--db", db)
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert "no active token" in result.stderr
+
+
+def test_the_database_comes_from_opencdp_db(db: str) -> None:
+    result = run(
+        "tokens",
+        "create",
+        "--client",
+        "acme",
+        "--all-accounts",
+        "--all-brands",
+        "--scope",
+        "read",
+        env={"OPENCDP_DB": db},
+    )
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(run("tokens", "list", "--json", "--db", db).stdout)) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "complaint"),
+    [
+        (["--all-brands", "--scope", "read"], "--all-accounts"),
+        (
+            ["--account", "web", "--all-accounts", "--all-brands", "--scope", "read"],
+            "--all-accounts",
+        ),
+        (["--all-accounts", "--scope", "read"], "--all-brands"),
+        (["--all-accounts", "--brand", "b", "--all-brands", "--scope", "read"], "--all-brands"),
+        (["--all-accounts", "--all-brands", "--scope", "admin"], "admin"),
+        (["--all-accounts", "--all-brands"], "--scope"),
+        (["--account", "bad/id", "--all-brands", "--scope", "read"], "account id"),
+    ],
+)
+def test_bad_flags_are_usage_errors(db: str, args: list[str], complaint: str) -> None:
+    result = run("tokens", "create", "--client", "acme", *args, "--db", db)
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert complaint in result.stderr
+    assert json.loads(run("tokens", "list", "--json", "--db", db).stdout) == []
+
+
+def test_a_bad_client_id_is_a_usage_error(db: str) -> None:
+    result = run(
+        "tokens",
+        "create",
+        "--client",
+        "a c",
+        "--all-accounts",
+        "--all-brands",
+        "--scope",
+        "read",
+        "--db",
+        db,
+    )
+    assert result.exit_code == 2
+    assert "client id" in result.stderr
+
+
+def test_an_unknown_database_url_is_a_usage_error() -> None:
+    result = run("tokens", "list", "--db", "mysql://x")
+    assert result.exit_code == 2
+    assert "--db" in result.stderr
+
+
+class UvicornRun:
+    """Stands in for ``uvicorn.run``: records its arguments and the OPENCDP_* environment."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+        self.env: dict[str, str] = {}
+
+    def __call__(self, *args: Any, **kwargs: Any) -> None:
+        self.calls.append((args, kwargs))
+        self.env = {k: v for k, v in os.environ.items() if k.startswith("OPENCDP_")}
+
+
+@pytest.fixture
+def uvicorn_run(monkeypatch: pytest.MonkeyPatch) -> UvicornRun:
+    fake = UvicornRun()
+    monkeypatch.setattr(uvicorn, "run", fake)
+    return fake
+
+
+def test_serve_migrates_exports_settings_and_runs_uvicorn(
+    db: str, tmp_path: Path, uvicorn_run: UvicornRun
+) -> None:
+    result = run(
+        "serve",
+        "--db",
+        db,
+        "--port",
+        "9123",
+        "--workers",
+        "2",
+        "--burst",
+        "50",
+        env={"OPENCDP_RATE": "7.5", "OPENCDP_PORT": "9999"},
+    )
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "cli.db").exists()  # migrated before serving
+    [(args, kwargs)] = uvicorn_run.calls
+    assert args == ("opencdp.app:app_from_environment",)
+    assert kwargs["factory"] is True
+    assert (kwargs["host"], kwargs["port"], kwargs["workers"]) == ("127.0.0.1", 9123, 2)
+    assert kwargs["loop"] == "uvloop"
+    assert kwargs["http"] == "httptools"
+    assert kwargs["lifespan"] == "on"
+    assert kwargs["access_log"] is False
+    assert kwargs["timeout_graceful_shutdown"] == 10
+    exported = Settings.from_env(uvicorn_run.env)
+    assert (exported.db, exported.port, exported.workers) == (db, 9123, 2)
+    assert (exported.rate, exported.burst, exported.redis_url) == (7.5, 50, None)
+
+
+def test_serve_refuses_nonsense_settings(db: str, uvicorn_run: UvicornRun) -> None:
+    for flags in (["--workers", "0"], ["--rate", "0"], ["--burst", "0"], ["--port", "x"]):
+        result = run("serve", "--db", db, *flags)
+        assert result.exit_code == 2, flags
+    assert uvicorn_run.calls == []
+
+
+def test_serve_leaves_the_environment_as_it_was(db: str, uvicorn_run: UvicornRun) -> None:
+    run("serve", "--db", db, "--port", "9124")
+    assert os.environ.get("OPENCDP_PORT") != "9124"
