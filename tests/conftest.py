@@ -1,4 +1,4 @@
-"""Fixtures: a fresh real SQLite store per test, the app on it, an HTTP client, tokens.
+"""Fixtures: a fresh real store per test (SQLite and PostgreSQL), the app, a client, tokens.
 
 Async tests run on anyio's pytest plugin (``@pytest.mark.anyio``) with asyncio.
 ``httpx.ASGITransport`` runs no lifespan, so the ``store`` fixture starts and stops it.
@@ -7,7 +7,7 @@ Async tests run on anyio's pytest plugin (``@pytest.mark.anyio``) with asyncio.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -19,7 +19,7 @@ from opencdp.app import create_app
 from opencdp.auth import new_token
 from opencdp.config import Settings
 from opencdp.store.base import Store
-from opencdp.store.sqlite import SQLiteStore
+from tests.backends import STORES, make_store, store_url
 
 CLIENT, ACCOUNT, BRAND = "c1", "a1", "b1"
 TRACK = f"/track/{CLIENT}/{ACCOUNT}/{BRAND}/v1"
@@ -40,14 +40,21 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(db=f"sqlite:///{tmp_path / 'opencdp.db'}")
+@pytest.fixture(params=STORES)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Every store test runs on each back-end: SQLite, then PostgreSQL."""
+    with store_url(request.param, tmp_path) as url:
+        yield url
 
 
 @pytest.fixture
-async def store(anyio_backend: str, tmp_path: Path) -> AsyncIterator[Store]:
-    store = SQLiteStore(str(tmp_path / "opencdp.db"))
+def settings(db_url: str) -> Settings:
+    return Settings(db=db_url)
+
+
+@pytest.fixture
+async def store(anyio_backend: str, db_url: str) -> AsyncIterator[Store]:
+    store = make_store(db_url)
     await store.start()
     try:
         yield store

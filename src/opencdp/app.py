@@ -25,7 +25,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from opencdp import openapi
-from opencdp.api import ops, tracking
+from opencdp.api import events, ops, profiles, tracking
 from opencdp.api.common import (
     EXTRA_HEADERS,
     REQUEST_ID,
@@ -68,7 +68,12 @@ def create_app(settings: Settings, store: Store, limiter: RateLimiter | None = N
 
 def route_table(services: Services) -> list[Endpoint]:
     """Every route of the service, in matching order; the OpenAPI document is made from it."""
-    table = [*tracking.endpoints(services), *ops.endpoints(services)]
+    table = [
+        *tracking.endpoints(services),
+        *events.endpoints(services),
+        *profiles.endpoints(services),
+        *ops.endpoints(services),
+    ]
     table.extend(openapi.endpoints(table))
     return table
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -81,6 +82,9 @@ def serve(
     version = _migrate(settings.db)
     click.echo(f"opencdp: {settings.db} at schema version {version}", err=True)
     _export(chosen)
+    # uvicorn finishes in-flight requests and runs the shutdown (which commits the
+    # write queue), then re-raises the signal: a stop asked for by SIGTERM exits 0.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(
         "opencdp.app:app_from_environment",
         factory=True,
@@ -101,6 +105,10 @@ def serve(
 def migrate(db: str) -> None:
     """Bring the database schema up to date and print its version."""
     click.echo(str(_migrate(db)))
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def _settings(chosen: dict[str, Any]) -> Settings:

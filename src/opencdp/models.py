@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 JSON = dict[str, Any]
 
@@ -146,3 +146,92 @@ class BatchItemError:
     index: int
     code: str
     message: str
+
+
+# -- reads: queries and pages (SPEC §5, §6) ----------------------------------------------
+
+IdType = Literal["userId", "email", "id", "anonymousId"]
+ID_TYPES: tuple[IdType, ...] = ("userId", "email", "id", "anonymousId")
+MAX_TOTAL = 10_000  # ``total`` is capped here, and ``from + size`` may not pass it
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileRef:
+    """``{idType}:{id}`` as the Profiles API names a customer."""
+
+    id_type: IdType
+    value: str
+
+    def __str__(self) -> str:
+        return f"{self.id_type}:{self.value}"
+
+
+@dataclass(frozen=True, slots=True)
+class EventKey:
+    """An event's place in the sort order: eventTime, then receivedTime, then eventId."""
+
+    event_time: int
+    received_time: int
+    event_id: str
+
+    @staticmethod
+    def of(event: StoredEvent) -> EventKey:
+        return EventKey(event.event_time, event.received_time, event.event_id)
+
+
+@dataclass(frozen=True, slots=True)
+class EventQuery:
+    """Which events to read, in which order, and from where (SPEC §5).
+
+    ``user_id`` keeps one customer's events (unknown: no events); ``profile`` scopes the
+    query to the profiles a reference names (none: ``ProfileNotFound``). ``after`` is
+    the keyset position of a scroll: only events strictly after it in the sort order.
+    """
+
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    start: int | None = None  # start <= eventTime
+    end: int | None = None  # eventTime < end
+    sort: Literal["asc", "desc"] = "desc"
+    offset: int = 0
+    size: int = 100
+    properties: tuple[tuple[str, str], ...] = ()  # (dotted path under properties, value)
+    user_id: str | None = None
+    profile: ProfileRef | None = None
+    after: EventKey | None = None
+
+
+@dataclass(slots=True)
+class EventPage:
+    """One page of events and the query's whole hit count (capped at ``MAX_TOTAL``)."""
+
+    total: int
+    events: list[StoredEvent]
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileKey:
+    """A profile's place in a listing: its last activity and its creation sequence number.
+
+    ``seq`` grows in commit order: a profile committed later has a greater one.
+    """
+
+    last_activity: int | None
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileQuery:
+    """``sort="activity"``: most recent activity first; ``"created"``: oldest first."""
+
+    sort: Literal["activity", "created"] = "activity"
+    size: int = 100
+    after: ProfileKey | None = None
+
+
+@dataclass(slots=True)
+class ProfilePage:
+    """Profiles of one listing page; ``last`` is the key of the last one (None: empty)."""
+
+    profiles: list[StoredProfile]
+    last: ProfileKey | None

@@ -9,7 +9,19 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
-from opencdp.models import Accepted, Call, TokenRecord, Workspace
+from opencdp.models import (
+    Accepted,
+    Call,
+    EventPage,
+    EventQuery,
+    ProfilePage,
+    ProfileQuery,
+    ProfileRef,
+    StoredEvent,
+    StoredProfile,
+    TokenRecord,
+    Workspace,
+)
 
 
 class Store(ABC):
@@ -46,6 +58,44 @@ class Store(ABC):
         the first call's event id and ``duplicate=True``.
         """
 
+    # -- reads (an unknown workspace simply has no data) ----------------------------
+    # Not yet abstract: the PostgreSQL store does not serve them yet. A store without
+    # them answers reads with a 500; make them abstract once every store has them.
+
+    async def list_events(self, workspace: Workspace, query: EventQuery) -> EventPage:
+        """A page of the workspace's events, in ``query.sort`` order, and the capped total.
+
+        Events are ordered by eventTime, then receivedTime, then eventId. With
+        ``query.after`` only events strictly after that key are returned (keyset); the
+        total ignores ``after`` and ``offset``. ``query.profile`` naming no profile
+        raises ``ProfileNotFound``; an unknown ``query.user_id`` gives an empty page.
+        """
+        raise self._no_reads()
+
+    async def get_event(self, workspace: Workspace, event_id: str) -> StoredEvent | None:
+        raise self._no_reads()
+
+    async def find_profiles(
+        self, workspace: Workspace, ref: ProfileRef, *, with_events: bool = False
+    ) -> list[StoredProfile]:
+        """The live profiles ``ref`` names (several only for ``email``), oldest first.
+
+        A ``userId``/``anonymousId``/``id`` of a merged profile names the profile it was
+        merged into. ``with_events`` also fills each profile's first/last events.
+        """
+        raise self._no_reads()
+
+    async def list_profiles(self, workspace: Workspace, query: ProfileQuery) -> ProfilePage:
+        """A page of live (never merged) profiles; see ``ProfileQuery`` for the orders."""
+        raise self._no_reads()
+
+    async def cursor_secret(self) -> bytes:
+        """This database's key for signing scroll cursors (shared by every process)."""
+        raise self._no_reads()
+
+    def _no_reads(self) -> NotImplementedError:
+        return NotImplementedError(f"{type(self).__name__} does not serve the read APIs yet")
+
     # -- tokens ------------------------------------------------------------------
 
     @abstractmethod
@@ -62,16 +112,20 @@ class Store(ABC):
         """Mark the token revoked; False when no such (unrevoked) token exists."""
 
 
-def open_store(url: str) -> Store:
-    """The store for a database URL: ``sqlite:///path`` or ``postgresql://…``."""
+def open_store(url: str, *, batch_max: int = 2000, queue_max: int = 20000) -> Store:
+    """The store for a database URL: ``sqlite:///path`` or ``postgresql://…``.
+
+    ``batch_max`` bounds the calls in one group commit; ``queue_max`` the calls waiting
+    for one (past it, writes are refused with 503 instead of queueing without limit).
+    """
     if url.startswith("sqlite:"):
         from opencdp.store.sqlite import SQLiteStore
 
-        return SQLiteStore(sqlite_path(url))
+        return SQLiteStore(sqlite_path(url), batch_max=batch_max, queue_max=queue_max)
     if url.startswith(("postgresql:", "postgres:")):
         from opencdp.store.postgres import PostgresStore
 
-        return PostgresStore(url)
+        return PostgresStore(url, batch_max=batch_max, queue_max=queue_max)
     raise ValueError(f"unsupported database URL {url!r}: use sqlite:///PATH or postgresql://…")
 
 

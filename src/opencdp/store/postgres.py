@@ -10,21 +10,35 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from opencdp.errors import Unavailable
-from opencdp.models import Accepted, Call, TokenRecord, Workspace
+from opencdp.models import (
+    Accepted,
+    Call,
+    EventPage,
+    EventQuery,
+    ProfilePage,
+    ProfileQuery,
+    ProfileRef,
+    StoredEvent,
+    StoredProfile,
+    TokenRecord,
+    Workspace,
+)
+from opencdp.store import postgres_reads as reads
 from opencdp.store.base import Store
 from opencdp.store.migrations import load_migrations
 from opencdp.store.postgres_batch import PostgresBatch
 
 log = logging.getLogger("opencdp.store")
+T = TypeVar("T")
 
 _MIGRATION_LOCK = 0x6F70656E636470  # one advisory lock id for "migrating this database"
 
@@ -50,6 +64,7 @@ class PostgresStore(Store):
         self._writer: asyncio.Task[None] | None = None
         self._workspaces: dict[Workspace, int] = {}
         self.refused_merges = 0
+        self._cursor_secret: bytes | None = None
 
     # -- life cycle --------------------------------------------------------------------
 
@@ -180,6 +195,54 @@ class PostgresStore(Store):
         assert row is not None
         created[ws] = int(row[0])
         return created[ws]
+
+    # -- reads: one REPEATABLE READ transaction each ----------------------------------
+
+    async def list_events(self, workspace: Workspace, query: EventQuery) -> EventPage:
+        empty = EventPage(0, [])
+        return await self._read(workspace, empty, lambda c, ws: reads.list_events(c, ws, query))
+
+    async def get_event(self, workspace: Workspace, event_id: str) -> StoredEvent | None:
+        return await self._read(workspace, None, lambda c, ws: reads.get_event(c, ws, event_id))
+
+    async def find_profiles(
+        self, workspace: Workspace, ref: ProfileRef, *, with_events: bool = False
+    ) -> list[StoredProfile]:
+        def find(conn: reads.Conn, ws: int) -> Awaitable[list[StoredProfile]]:
+            return reads.find_profiles(conn, ws, ref, with_events=with_events)
+
+        return await self._read(workspace, [], find)
+
+    async def list_profiles(self, workspace: Workspace, query: ProfileQuery) -> ProfilePage:
+        empty = ProfilePage([], query.after)
+        return await self._read(workspace, empty, lambda c, ws: reads.list_profiles(c, ws, query))
+
+    async def cursor_secret(self) -> bytes:
+        if self._cursor_secret is None:
+            async with self.pool.connection() as conn:
+                secret = await reads.setting(conn, "cursor_key")
+            if secret is None:
+                raise RuntimeError("the cursor key is missing: run the migrations")
+            self._cursor_secret = secret
+        return self._cursor_secret
+
+    async def _read(
+        self,
+        workspace: Workspace,
+        empty: T,
+        query: Callable[[reads.Conn, int], Awaitable[T]],
+    ) -> T:
+        """Run ``query`` in one snapshot; ``empty`` for a workspace with no data."""
+        async with self.pool.connection() as conn:
+            ws = self._workspaces.get(workspace)
+            if ws is None:
+                ws = await reads.workspace_id(conn, workspace)
+                if ws is None:
+                    return empty
+                self._workspaces[workspace] = ws
+            async with conn.transaction():
+                await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                return await query(conn, ws)
 
     # -- tokens ------------------------------------------------------------------------
 

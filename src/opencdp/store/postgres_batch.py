@@ -146,13 +146,20 @@ class PostgresBatch:
         return {(k, v): pk for k, v, pk in await cursor.fetchall()}
 
     async def _reserve_pks(self, count: int) -> Iterator[int]:
-        """Enough pks from the shared sequence for every profile the batch could create."""
+        """Enough pks for every profile the batch could create, in commit order.
+
+        The counter row stays locked until this transaction ends, so a batch that
+        reserves later also commits later (see the schema's notes).
+        """
         if count == 0:
             return iter(())
         cursor = await self._conn.execute(
-            "SELECT nextval('profiles_pk_seq') FROM generate_series(1, %s)", (count,)
+            "UPDATE profile_pk_counter SET last = last + %s RETURNING last", (count,)
         )
-        return iter([row[0] for row in await cursor.fetchall()])
+        row = await cursor.fetchone()
+        assert row is not None
+        last = int(row[0])
+        return iter(range(last - count + 1, last + 1))
 
     async def _save(self, graph: IdentityGraph, rows: list[list[Any]]) -> None:
         if graph.changed:

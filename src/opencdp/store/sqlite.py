@@ -11,16 +11,32 @@ import asyncio
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
-from opencdp.models import Accepted, Call, TokenRecord, Workspace
+from opencdp.errors import ProfileNotFound
+from opencdp.models import (
+    Accepted,
+    Call,
+    EventPage,
+    EventQuery,
+    ProfilePage,
+    ProfileQuery,
+    ProfileRef,
+    StoredEvent,
+    StoredProfile,
+    TokenRecord,
+    Workspace,
+)
+from opencdp.store import sqlite_reads as reads
 from opencdp.store.base import Store
 from opencdp.store.migrations import load_migrations
 from opencdp.store.sqlite_writer import GroupCommitWriter
+
+T = TypeVar("T")
 
 _PRAGMAS = (
     "PRAGMA journal_mode = WAL",
@@ -51,6 +67,8 @@ class SQLiteStore(Store):
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
+        self._workspace_ids: dict[Workspace, int] = {}
+        self._cursor_secret: bytes | None = None
 
     # -- life cycle --------------------------------------------------------------------
 
@@ -109,6 +127,69 @@ class SQLiteStore(Store):
             return []
         return await self.writer.submit(workspace, calls)
 
+    # -- reads: in a worker thread, on that thread's read connection --------------------
+
+    async def list_events(self, workspace: Workspace, query: EventQuery) -> EventPage:
+        def nothing() -> EventPage:
+            if query.profile is not None:
+                raise ProfileNotFound()
+            return EventPage(0, [])
+
+        return await self._read(workspace, nothing, lambda c, ws: reads.list_events(c, ws, query))
+
+    async def get_event(self, workspace: Workspace, event_id: str) -> StoredEvent | None:
+        return await self._read(
+            workspace, lambda: None, lambda c, ws: reads.get_event(c, ws, event_id)
+        )
+
+    async def find_profiles(
+        self, workspace: Workspace, ref: ProfileRef, *, with_events: bool = False
+    ) -> list[StoredProfile]:
+        def find(conn: sqlite3.Connection, ws: int) -> list[StoredProfile]:
+            return reads.find_profiles(conn, ws, ref, with_events=with_events)
+
+        return await self._read(workspace, list, find)
+
+    async def list_profiles(self, workspace: Workspace, query: ProfileQuery) -> ProfilePage:
+        def nothing() -> ProfilePage:
+            return ProfilePage([], query.after)
+
+        return await self._read(workspace, nothing, lambda c, ws: reads.list_profiles(c, ws, query))
+
+    async def cursor_secret(self) -> bytes:
+        if self._cursor_secret is None:
+            secret = reads.setting(self.reader(), "cursor_key")
+            if secret is None:
+                raise RuntimeError("the cursor key is missing: run the migrations")
+            self._cursor_secret = secret
+        return self._cursor_secret
+
+    async def _read(
+        self,
+        workspace: Workspace,
+        nothing: Callable[[], T],
+        query: Callable[[sqlite3.Connection, int], T],
+    ) -> T:
+        """Run ``query`` in one read transaction; ``nothing()`` for a workspace with no data."""
+
+        def run() -> T:
+            conn = self.reader()
+            ws = self._workspace_id(conn, workspace)
+            if ws is None:
+                return nothing()
+            with reads.snapshot(conn):
+                return query(conn, ws)
+
+        return await asyncio.to_thread(run)
+
+    def _workspace_id(self, conn: sqlite3.Connection, workspace: Workspace) -> int | None:
+        ws = self._workspace_ids.get(workspace)
+        if ws is None:
+            ws = reads.workspace_id(conn, workspace)
+            if ws is not None:
+                self._workspace_ids[workspace] = ws
+        return ws
+
     # -- tokens ------------------------------------------------------------------------
 
     async def add_token(self, token: TokenRecord) -> None:
@@ -116,8 +197,13 @@ class SQLiteStore(Store):
             "INSERT INTO tokens (token_id, secret_hash, client_id, accounts, brands, scopes,"
             " name, created_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                token.token_id, token.secret_hash, token.client_id, _json_list(token.accounts),
-                _json_list(token.brands), _json_list(token.scopes), token.name,
+                token.token_id,
+                token.secret_hash,
+                token.client_id,
+                _json_list(token.accounts),
+                _json_list(token.brands),
+                _json_list(token.scopes),
+                token.name,
                 token.created_time,
             ),
         )
@@ -164,9 +250,15 @@ def _token_from_row(row: tuple[Any, ...]) -> TokenRecord:
         return None if text is None else tuple(msgspec.json.decode(text))
 
     return TokenRecord(
-        token_id=row[0], secret_hash=bytes(row[1]), client_id=row[2],
-        accounts=as_tuple(row[3]), brands=as_tuple(row[4]), scopes=as_tuple(row[5]) or (),
-        created_time=row[6], revoked_time=row[7], name=row[8],
+        token_id=row[0],
+        secret_hash=bytes(row[1]),
+        client_id=row[2],
+        accounts=as_tuple(row[3]),
+        brands=as_tuple(row[4]),
+        scopes=as_tuple(row[5]) or (),
+        created_time=row[6],
+        revoked_time=row[7],
+        name=row[8],
     )
 
 

@@ -132,6 +132,8 @@ class BatchWriter:
         if graph.links:
             links = [[k, v, pk] for (k, v), pk in graph.links.items()]
             self._conn.execute(_SAVE_IDENTITIES, (_encode(links), workspace_id))
+        if rows:  # before the merges: a row may name a profile merged later in the batch
+            self._conn.execute(_SAVE_EVENTS, (_encode(rows), workspace_id))
         for source, target in graph.merges:
             self._conn.execute(
                 "UPDATE events SET profile_pk = ? WHERE profile_pk = ?", (target, source)
@@ -139,8 +141,6 @@ class BatchWriter:
             self._conn.execute(
                 "UPDATE identities SET profile_pk = ? WHERE profile_pk = ?", (target, source)
             )
-        if rows:
-            self._conn.execute(_SAVE_EVENTS, (_encode(rows), workspace_id))
 
     def _scalar(self, sql: str, *params: Any) -> Any:
         row = self._conn.execute(sql, params).fetchone()

@@ -143,8 +143,8 @@ def _attach_events(
 
 
 def list_profiles(conn: sqlite3.Connection, ws: int, query: ProfileQuery) -> ProfilePage:
-    rows = _created_rows(conn, ws, query) if query.sort == "created" else _active_rows(
-        conn, ws, query
+    rows = (
+        _created_rows(conn, ws, query) if query.sort == "created" else _active_rows(conn, ws, query)
     )
     last = None if not rows else ProfileKey(rows[-1][8], int(rows[-1][0]))
     return ProfilePage([_profile(row) for row in rows], last or query.after)

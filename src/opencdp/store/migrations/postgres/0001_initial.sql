@@ -18,10 +18,17 @@ CREATE TABLE tokens (
     revoked_time BIGINT
 );
 
-CREATE SEQUENCE profiles_pk_seq;
+-- Profile pks come from this one-row counter, not a sequence: a batch that may create
+-- profiles reserves its pks by updating the row, and holds that row lock until it
+-- commits. So pks grow in commit order, and a listing "by creation" that has reached
+-- pk N will never later find a newly committed profile below N, with any number of
+-- processes writing.
+CREATE TABLE profile_pk_counter (
+    one BOOLEAN PRIMARY KEY DEFAULT true CHECK (one),
+    last BIGINT NOT NULL
+);
+INSERT INTO profile_pk_counter (last) VALUES (0);
 
--- created_xid is the creating transaction: listing by creation only hands out rows
--- whose transaction is older than every one still running, so none is skipped.
 CREATE TABLE profiles (
     pk BIGINT PRIMARY KEY,
     workspace_id BIGINT NOT NULL,
@@ -37,8 +44,7 @@ CREATE TABLE profiles (
     first_events JSONB NOT NULL DEFAULT '{}',
     last_events JSONB NOT NULL DEFAULT '{}',
     last_activity BIGINT,
-    merged_into BIGINT,
-    created_xid XID8 NOT NULL DEFAULT pg_current_xact_id()
+    merged_into BIGINT
 );
 CREATE UNIQUE INDEX profiles_by_id ON profiles (workspace_id, id);
 CREATE INDEX profiles_by_email ON profiles (workspace_id, email)
@@ -76,3 +82,14 @@ CREATE UNIQUE INDEX events_by_message_id ON events (workspace_id, message_id)
 CREATE INDEX events_by_time ON events (workspace_id, event_time, received_time, event_id);
 CREATE INDEX events_by_action ON events (workspace_id, action, event_time, received_time, event_id);
 CREATE INDEX events_by_profile ON events (profile_pk, event_time, received_time, event_id);
+
+-- Per-database settings. 'cursor_key' signs scroll cursors (HMAC-SHA256); made once,
+-- here, so every process on this database accepts the others' cursors.
+CREATE TABLE settings (
+    name TEXT PRIMARY KEY,
+    value BYTEA NOT NULL
+);
+INSERT INTO settings (name, value) VALUES (
+    'cursor_key',
+    decode(replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', ''), 'hex')
+);

@@ -1,0 +1,189 @@
+"""The Events API (SPEC §5): ``GET …/v1/events`` and ``GET …/v1/events/{eventId}``.
+
+Each handler: check (``read_guard``) → parse (``queries``) → one store call → answer.
+No CORS headers: read APIs must not be called from browsers. The page and scroll
+logic here is shared with a profile's events (``api/profiles.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from opencdp import cursor
+from opencdp.api.common import (
+    WORKSPACE_PREFIX,
+    Endpoint,
+    Handler,
+    JSONResponse,
+    Services,
+    guard,
+    read_body,
+    workspace_of,
+)
+from opencdp.errors import EventNotFound
+from opencdp.models import EventKey, EventQuery, StoredEvent, Workspace, format_millis
+from opencdp.queries import Params, ScrollRequest, parse_event_params, parse_no_params
+
+READ_ERRORS = (400, 401, 403, 404, 405, 413, 429)
+EVENT_PARAMETERS = (
+    "Parameters: `include`, `exclude` (comma-separated event actions), `start`, `end` "
+    "(ISO-8601; start ≤ eventTime < end), `sort` (asc | desc), `from`, `size` (1–100), "
+    "`properties.<key>=<value>`, `userId`, or `scrollId` alone to continue a scroll."
+)
+
+
+def endpoints(services: Services) -> list[Endpoint]:
+    return [
+        Endpoint(
+            path=f"{WORKSPACE_PREFIX}/events",
+            methods=("GET",),
+            handler=_list_events(services),
+            operation_id="listEvents",
+            summary="The workspace's events, newest first, filtered and paged",
+            tag="Events",
+            scope="read",
+            response=EventList,
+            errors=READ_ERRORS,
+            description=EVENT_PARAMETERS,
+        ),
+        Endpoint(
+            path=f"{WORKSPACE_PREFIX}/events/{{eventId}}",
+            methods=("GET",),
+            handler=_get_event(services),
+            operation_id="getEvent",
+            summary="One event by its eventId",
+            tag="Events",
+            scope="read",
+            response=EventWithStatus,
+            errors=READ_ERRORS,
+        ),
+    ]
+
+
+def _list_events(services: Services) -> Handler:
+    async def list_events(request: Request) -> Response:
+        workspace = await read_guard(request, services)
+        parsed = parse_event_params(query_items(request))
+        return await events_page(services, workspace, parsed, f"events\x00{workspace}")
+
+    return list_events
+
+
+def _get_event(services: Services) -> Handler:
+    async def get_event(request: Request) -> Response:
+        workspace = await read_guard(request, services)
+        parse_no_params(query_items(request))
+        event = await services.store.get_event(workspace, request.path_params["eventId"])
+        if event is None:
+            raise EventNotFound()
+        return JSONResponse({**event_record(event), "status": event.status})
+
+    return get_event
+
+
+# -- shared by the read routes -----------------------------------------------------------
+
+
+async def read_guard(request: Request, services: Services) -> Workspace:
+    """SPEC §3 for a read call: size, token (401 when missing or unknown), rate limit.
+
+    Also reads any body against the 1 MiB limit (413), so a chunked body without a
+    declared size is refused like a declared one.
+    """
+    workspace = workspace_of(request)
+    limit = services.settings.read_body_limit
+    await guard(request, services, workspace, scope="read", body_limit=limit, unknown_status=401)
+    await read_body(request, limit)
+    return workspace
+
+
+def query_items(request: Request) -> Params:
+    return request.query_params.multi_items()
+
+
+async def events_page(
+    services: Services, workspace: Workspace, parsed: EventQuery | ScrollRequest, context: str
+) -> Response:
+    """One page of events and the ``scrollId`` that continues after it.
+
+    The cursor holds the query and the key of the page's last event. After an empty
+    page it holds the query unchanged, so it stays usable (in ascending order it later
+    returns what was committed since).
+    """
+    key = await services.store.cursor_secret()
+    if isinstance(parsed, ScrollRequest):
+        query = cursor.decode(parsed.scroll_id, EventQuery, key, context)
+    else:
+        query = parsed
+    page = await services.store.list_events(workspace, query)
+    if page.events:
+        query = replace(query, offset=0, after=EventKey.of(page.events[-1]))
+    return JSONResponse(
+        {
+            "total": page.total,
+            "scrollId": cursor.encode(query, key, context),
+            "data": [event_record(event) for event in page.events],
+        }
+    )
+
+
+def event_record(event: StoredEvent) -> dict[str, Any]:
+    """An event as the read APIs answer it (SPEC §1)."""
+    workspace = event.workspace
+    return {
+        "id": event.profile_id,
+        "customerId": event.profile_id,
+        "externalId": event.external_id,
+        "userId": event.user_id,
+        "anonymousId": event.anonymous_id,
+        "email": event.email,
+        "eventId": event.event_id,
+        "eventAction": event.event_action,
+        "eventTime": format_millis(event.event_time),
+        "receivedTime": format_millis(event.received_time),
+        "clientId": workspace.client_id,
+        "accountId": workspace.account_id,
+        "brandId": workspace.brand_id,
+        "source": event.source,
+        "rawData": event.raw,
+    }
+
+
+# -- documentation: the shapes below describe the answers ------------------------------
+
+
+class EventRecord(msgspec.Struct):
+    """One event; ``rawData`` is the call as sent plus ``action`` (the call type)."""
+
+    id: str
+    customerId: str
+    externalId: str
+    userId: str | None
+    anonymousId: str | None
+    email: str
+    eventId: str
+    eventAction: str
+    eventTime: str
+    receivedTime: str
+    clientId: str
+    accountId: str
+    brandId: str
+    source: str
+    rawData: dict[str, Any]
+
+
+class EventList(msgspec.Struct):
+    """``total`` counts the whole query (capped at 10000); pass ``scrollId`` to go on."""
+
+    total: int
+    scrollId: str
+    data: list[EventRecord]
+
+
+class EventWithStatus(EventRecord):
+    status: str

@@ -1,0 +1,149 @@
+"""Every read query shape is served from an index: no full scan of events or profiles.
+
+The statements are the ones the store really runs (caught with SQLite's trace hook,
+parameters bound); each goes through ``EXPLAIN QUERY PLAN``. A ``SCAN`` of events,
+profiles or identities without ``USING … INDEX`` fails the test.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from opencdp.models import EventKey, EventQuery, ProfileKey, ProfileQuery, ProfileRef
+from opencdp.store import sqlite_reads as reads
+from opencdp.store.sqlite import SQLiteStore, connect
+from tests.read_fixtures import T0, WS, call, send
+
+_FULL_SCAN = re.compile(r"^SCAN (events|profiles|identities|e|p|i)\b(?!.*USING)")
+
+
+@pytest.fixture
+async def database(anyio_backend: str, tmp_path: Path) -> AsyncIterator[tuple[str, int]]:
+    store = SQLiteStore(str(tmp_path / "plans.db"))
+    await store.start()
+    try:
+        await send(
+            store,
+            call("identify", user_id="ABC/123", traits={"email": "same@x.com"}, at=T0),
+            call("identify", user_id="u2", traits={"email": "same@x.com"}, at=T0 + 1),
+            call(user_id="ABC/123", anonymous_id="anon-1", properties={"a": {"b": 1}}),
+        )
+        conn = store.reader()
+        ws = reads.workspace_id(conn, WS)
+        assert ws is not None
+        yield store.path, ws
+    finally:
+        await store.stop()
+
+
+def _run(path: str, work: Callable[[sqlite3.Connection], Any]) -> list[str]:
+    """The statements ``work`` runs, with their parameters bound."""
+    conn = connect(path, readonly=True)
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    try:
+        with reads.snapshot(conn):
+            work(conn)
+    finally:
+        conn.close()
+    return [s for s in statements if s.split()[0].upper() not in ("BEGIN", "COMMIT")]
+
+
+def _plan(path: str, sql: str) -> list[str]:
+    conn = sqlite3.connect(path)
+    try:
+        return [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql)]
+    finally:
+        conn.close()
+
+
+AFTER = EventKey(T0, T0, "x")
+PROFILE = ProfileRef("userId", "ABC/123")
+EVENT_SHAPES = {
+    "feed newest first": EventQuery(),
+    "feed oldest first": EventQuery(sort="asc"),
+    "feed scrolled": EventQuery(after=AFTER),
+    "from": EventQuery(offset=100, size=10),
+    "include one": EventQuery(include=("page",)),
+    "include several": EventQuery(include=("page", "identify", "product_added")),
+    "include several scrolled": EventQuery(include=("page", "identify"), after=AFTER, sort="asc"),
+    "exclude": EventQuery(exclude=("page", "identify")),
+    "time window": EventQuery(start=T0, end=T0 + 1000),
+    "include with time window": EventQuery(include=("page",), start=T0, end=T0 + 1000),
+    "property filter": EventQuery(properties=(("a.b", "1"), ("c", "x"))),
+    "userId": EventQuery(user_id="ABC/123"),
+    "userId with include": EventQuery(user_id="ABC/123", include=("page", "identify")),
+    "a profile's events": EventQuery(profile=PROFILE, start=T0, after=AFTER),
+    "an email's events": EventQuery(profile=ProfileRef("email", "same@x.com")),
+    "an id's events": EventQuery(profile=ProfileRef("anonymousId", "anon-1")),
+}
+PROFILE_REFS = [
+    PROFILE,
+    ProfileRef("email", "same@x.com"),
+    ProfileRef("anonymousId", "anon-1"),
+    ProfileRef("id", "4c90b9cf"),
+]
+LISTINGS = {
+    "activity": ProfileQuery(),
+    "activity scrolled": ProfileQuery(after=ProfileKey(T0, 5)),
+    "activity past the active ones": ProfileQuery(after=ProfileKey(None, 5)),
+    "created": ProfileQuery(sort="created"),
+    "created scrolled": ProfileQuery(sort="created", after=ProfileKey(None, 5)),
+}
+
+
+def _assert_indexed(path: str, statements: list[str]) -> None:
+    assert statements
+    for sql in statements:
+        plan = _plan(path, sql)
+        scans = [line for line in plan if _FULL_SCAN.match(line)]
+        assert not scans, f"full scan in {sql!r}: {plan}"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("shape", EVENT_SHAPES)
+async def test_event_queries(database: tuple[str, int], shape: str) -> None:
+    path, ws = database
+    query = EVENT_SHAPES[shape]
+    _assert_indexed(path, _run(path, lambda conn: reads.list_events(conn, ws, query)))
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("ref", PROFILE_REFS, ids=str)
+async def test_profile_look_ups(database: tuple[str, int], ref: ProfileRef) -> None:
+    path, ws = database
+    statements = _run(path, lambda conn: reads.find_profiles(conn, ws, ref, with_events=True))
+    _assert_indexed(path, statements)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("shape", LISTINGS)
+async def test_profile_listings(database: tuple[str, int], shape: str) -> None:
+    path, ws = database
+    query = LISTINGS[shape]
+    _assert_indexed(path, _run(path, lambda conn: reads.list_profiles(conn, ws, query)))
+
+
+@pytest.mark.anyio
+async def test_event_by_id_workspace_and_secret(database: tuple[str, int]) -> None:
+    path, ws = database
+
+    def work(conn: sqlite3.Connection) -> None:
+        reads.get_event(conn, ws, "01a20329-89ab-7729-b9a7-5b87ce1134bb")
+        reads.workspace_id(conn, WS)
+        reads.setting(conn, "cursor_key")
+
+    _assert_indexed(path, _run(path, work))
+
+
+def test_the_check_catches_a_full_scan(tmp_path: Path) -> None:
+    path = str(tmp_path / "x.db")
+    SQLiteStore(path).migrate()
+    plan = _plan(path, "SELECT * FROM events WHERE raw LIKE '%x%'")
+    assert any(_FULL_SCAN.match(line) for line in plan), plan
