@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from opencdp.ingest import event_action_name
-from opencdp.models import Call, EventPage, EventQuery, Workspace, format_millis
+from opencdp.models import Call, EventKey, EventPage, EventQuery, Workspace, format_millis
 from opencdp.store.base import Store
 
 WS = Workspace("c1", "a1", "b1")
@@ -74,10 +75,6 @@ async def send(store: Store, *calls: Call, workspace: Workspace = WS) -> list[st
 
 async def read_all(store: Store, query: EventQuery, workspace: Workspace = WS) -> list[str]:
     """Every event id of a query, by scrolling with the keyset (``after``)."""
-    from dataclasses import replace
-
-    from opencdp.models import EventKey
-
     seen: list[str] = []
     while True:
         page: EventPage = await store.list_events(workspace, query)

@@ -83,7 +83,10 @@ def app_from_environment() -> Starlette:
     settings = Settings.from_env()
     configure_logging(settings.log_level)
     store = open_store(
-        settings.db, batch_max=settings.commit_batch_max, queue_max=settings.write_queue_max
+        settings.db,
+        batch_max=settings.commit_batch_max,
+        queue_max=settings.write_queue_max,
+        unsafe_ack_before_commit=settings.unsafe_ack_before_commit,
     )
     return create_app(settings, store, limiter_for(settings))
 

@@ -112,20 +112,37 @@ class Store(ABC):
         """Mark the token revoked; False when no such (unrevoked) token exists."""
 
 
-def open_store(url: str, *, batch_max: int = 2000, queue_max: int = 20000) -> Store:
+def open_store(
+    url: str,
+    *,
+    batch_max: int = 2000,
+    queue_max: int = 20000,
+    unsafe_ack_before_commit: bool = False,
+) -> Store:
     """The store for a database URL: ``sqlite:///path`` or ``postgresql://…``.
 
     ``batch_max`` bounds the calls in one group commit; ``queue_max`` the calls waiting
     for one (past it, writes are refused with 503 instead of queueing without limit).
+    ``unsafe_ack_before_commit`` is for the crash harness's negative control only.
     """
     if url.startswith("sqlite:"):
         from opencdp.store.sqlite import SQLiteStore
 
-        return SQLiteStore(sqlite_path(url), batch_max=batch_max, queue_max=queue_max)
+        return SQLiteStore(
+            sqlite_path(url),
+            batch_max=batch_max,
+            queue_max=queue_max,
+            ack_before_commit=unsafe_ack_before_commit,
+        )
     if url.startswith(("postgresql:", "postgres:")):
         from opencdp.store.postgres import PostgresStore
 
-        return PostgresStore(url, batch_max=batch_max, queue_max=queue_max)
+        return PostgresStore(
+            url,
+            batch_max=batch_max,
+            queue_max=queue_max,
+            ack_before_commit=unsafe_ack_before_commit,
+        )
     raise ValueError(f"unsupported database URL {url!r}: use sqlite:///PATH or postgresql://…")
 
 

@@ -52,9 +52,16 @@ class _Submission:
 
 class PostgresStore(Store):
     def __init__(
-        self, url: str, *, batch_max: int = 2000, queue_max: int = 20000, pool_size: int = 8
+        self,
+        url: str,
+        *,
+        batch_max: int = 2000,
+        queue_max: int = 20000,
+        pool_size: int = 8,
+        ack_before_commit: bool = False,
     ) -> None:
         self.url = url
+        self._ack_before_commit = ack_before_commit
         self._batch_max = batch_max
         self._queue_max = queue_max
         self._pool_size = pool_size
@@ -148,13 +155,7 @@ class PostgresStore(Store):
             log.exception("group commit failed; retrying its requests one by one")
             results = [await self._write_alone(s) for s in group]
         self._queued -= sum(len(s.calls) for s in group)
-        for submission, result in zip(group, results, strict=True):
-            if submission.future.done():
-                continue
-            if isinstance(result, BaseException):
-                submission.future.set_exception(result)
-            else:
-                submission.future.set_result(result)
+        _settle(group, results)
 
     async def _write_alone(self, submission: _Submission) -> list[Accepted] | BaseException:
         try:
@@ -172,6 +173,9 @@ class PostgresStore(Store):
                 batch = PostgresBatch(conn, ws_id)
                 results.append(await batch.write(submission.calls))
                 self.refused_merges += batch.refusals
+            if self._ack_before_commit:  # the crash harness's negative control only
+                _settle(group, results)
+                await asyncio.sleep(0.05)
         self._workspaces.update(created)  # only once committed: a rollback undoes them
         return results
 
@@ -275,6 +279,16 @@ class PostgresStore(Store):
                 (when, token_id),
             )
             return cursor.rowcount > 0
+
+
+def _settle(group: list[_Submission], results: Sequence[list[Accepted] | BaseException]) -> None:
+    for submission, result in zip(group, results, strict=True):
+        if submission.future.done():
+            continue
+        if isinstance(result, BaseException):
+            submission.future.set_exception(result)
+        else:
+            submission.future.set_result(result)
 
 
 _TOKEN_SELECT = (

@@ -59,8 +59,16 @@ def connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
 
 
 class SQLiteStore(Store):
-    def __init__(self, path: str, *, batch_max: int = 2000, queue_max: int = 20000) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        batch_max: int = 2000,
+        queue_max: int = 20000,
+        ack_before_commit: bool = False,
+    ) -> None:
         self.path = path
+        self._ack_before_commit = ack_before_commit
         self._batch_max = batch_max
         self._queue_max = queue_max
         self._writer: GroupCommitWriter | None = None
@@ -75,7 +83,10 @@ class SQLiteStore(Store):
     async def start(self) -> None:
         self.migrate()
         writer = GroupCommitWriter(
-            connect(self.path), batch_max=self._batch_max, queue_max=self._queue_max
+            connect(self.path),
+            batch_max=self._batch_max,
+            queue_max=self._queue_max,
+            ack_before_commit=self._ack_before_commit,
         )
         writer.start()
         self._writer = writer

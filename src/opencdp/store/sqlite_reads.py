@@ -22,6 +22,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -240,11 +241,13 @@ def list_events(conn: sqlite3.Connection, ws: int, query: EventQuery) -> EventPa
     return EventPage(min(total, MAX_TOTAL), [_event(row, workspace) for row in rows])
 
 
+@dataclass(frozen=True, slots=True)
 class _Walk:
     """One index walk: the index, and the equality terms that pick its range."""
 
-    def __init__(self, index: str, where: str, params: list[Any]) -> None:
-        self.index, self.where, self.params = index, where, params
+    index: str
+    where: str
+    params: list[Any]
 
 
 def _walks(conn: sqlite3.Connection, ws: int, query: EventQuery) -> list[_Walk]:

@@ -13,6 +13,7 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -42,8 +43,16 @@ _STOP = object()
 
 
 class GroupCommitWriter:
-    def __init__(self, conn: sqlite3.Connection, *, batch_max: int, queue_max: int) -> None:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        *,
+        batch_max: int,
+        queue_max: int,
+        ack_before_commit: bool = False,
+    ) -> None:
         self._conn = conn
+        self._ack_before_commit = ack_before_commit
         self._batch_max = batch_max
         self._queue_max = queue_max
         self._queue: queue.SimpleQueue[_Submission | object] = queue.SimpleQueue()
@@ -115,7 +124,8 @@ class GroupCommitWriter:
             self._queued -= sum(len(s.calls) for s in group)
         self.stats.commits += 1
         self.stats.calls += sum(len(s.calls) for s in group)
-        _deliver(group, results)
+        if not self._ack_before_commit:
+            _deliver(group, results)
 
     def _write_alone(self, submission: _Submission) -> list[Accepted] | BaseException:
         try:
@@ -132,6 +142,8 @@ class GroupCommitWriter:
             results = [
                 self._batch.write(self._workspace_id(s.workspace), s.calls) for s in group
             ]
+            if self._ack_before_commit:
+                _answer_too_early(group, results)
             self._conn.execute("COMMIT")
         except BaseException:
             if self._conn.in_transaction:
@@ -160,6 +172,16 @@ class GroupCommitWriter:
         pk = self._next_pk
         self._next_pk += 1
         return pk
+
+
+def _answer_too_early(group: list[_Submission], results: list[list[Accepted]]) -> None:
+    """The negative control of the crash harness: answer, then commit a moment later.
+
+    Only ever enabled by the test-only setting ``unsafe_ack_before_commit``; it exists
+    to prove that the harness notices lost events.
+    """
+    _deliver(group, results)
+    time.sleep(0.05)
 
 
 def _deliver(
