@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from opencdp.ingest import event_action_name
 from opencdp.models import Call, EventKey, EventPage, EventQuery, Workspace, format_millis
@@ -19,13 +16,6 @@ OTHER_ACCOUNT = Workspace("c1", "a2", "b1")
 T0 = 1_700_000_000_000  # 2023-11-14T22:13:20Z
 
 _received = itertools.count(T0 + 10_000_000)
-
-
-@pytest.fixture(name="db_url")
-def sqlite_db_url(tmp_path: Path) -> str:
-    """Overrides conftest's ``db_url``: the read tests run on SQLite only, until the
-    PostgreSQL store serves reads (then drop this import to run them on both)."""
-    return f"sqlite:///{tmp_path / 'opencdp.db'}"
 
 
 def call(

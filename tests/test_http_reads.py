@@ -11,13 +11,12 @@ import pytest
 from opencdp.models import Workspace
 from opencdp.store.base import Store
 from tests.conftest import ACCOUNT, BRAND, CLIENT, TRACK, MakeToken
-from tests.read_fixtures import (  # noqa: F401 (sqlite_db_url: a fixture)
+from tests.read_fixtures import (
     OTHER_ACCOUNT,
     OTHER_BRAND,
     T0,
     call,
     send,
-    sqlite_db_url,
 )
 
 pytestmark = pytest.mark.anyio

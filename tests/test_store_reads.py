@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -17,7 +18,8 @@ from opencdp.models import (
     StoredEvent,
 )
 from opencdp.store.base import Store
-from tests.read_fixtures import (  # noqa: F401 (sqlite_db_url: a fixture)
+from tests.backends import make_store
+from tests.read_fixtures import (
     OTHER_ACCOUNT,
     OTHER_BRAND,
     T0,
@@ -25,7 +27,6 @@ from tests.read_fixtures import (  # noqa: F401 (sqlite_db_url: a fixture)
     call,
     read_all,
     send,
-    sqlite_db_url,
 )
 
 pytestmark = pytest.mark.anyio
@@ -339,20 +340,20 @@ async def test_created_scroll_picks_up_later_profiles(store: Store) -> None:
     assert [p.external_id for p in page.profiles] == ["later"]
 
 
-async def test_cursor_secret_is_stable_and_per_database(store: Store, tmp_path: object) -> None:
-    from pathlib import Path
-
-    from opencdp.store.sqlite import SQLiteStore
-
+async def test_cursor_secret_is_stable_and_per_database(
+    store: Store, db_url: str, tmp_path: Path
+) -> None:
     secret = await store.cursor_secret()
     assert len(secret) == 32 and secret == await store.cursor_secret()
-    assert isinstance(store, SQLiteStore)
-    same = SQLiteStore(store.path)
-    other = SQLiteStore(str(Path(str(tmp_path)) / "other.db"))
-    other.migrate()
+    same = make_store(db_url)  # another process on the same database
+    await same.start()
     try:
         assert await same.cursor_secret() == secret
-        assert await other.cursor_secret() != secret
     finally:
         await same.stop()
+    other = make_store(f"sqlite:///{tmp_path / 'other.db'}")
+    await other.start()
+    try:
+        assert await other.cursor_secret() != secret
+    finally:
         await other.stop()

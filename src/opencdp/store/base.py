@@ -24,12 +24,28 @@ from opencdp.models import (
 )
 
 
+class StoreObserver:
+    """What the store reports as it writes; this default ignores it (metrics override).
+
+    Called from the store's writer (a thread, for SQLite): implementations must be
+    thread-safe and quick.
+    """
+
+    def committed(self, calls: int, duplicates: int) -> None:
+        """A group commit finished: ``calls`` answered, ``duplicates`` of them repeats."""
+
+    def refused(self, reason: str) -> None:
+        """An identity link or merge was refused by a guardrail."""
+
+
 class Store(ABC):
     """Durable home of events, profiles and tokens.
 
     ``append_calls`` answers only after the transaction holding the calls has
     committed to disk: the caller may then acknowledge them.
     """
+
+    observer: StoreObserver = StoreObserver()
 
     @abstractmethod
     async def start(self) -> None:
@@ -59,9 +75,8 @@ class Store(ABC):
         """
 
     # -- reads (an unknown workspace simply has no data) ----------------------------
-    # Not yet abstract: the PostgreSQL store does not serve them yet. A store without
-    # them answers reads with a 500; make them abstract once every store has them.
 
+    @abstractmethod
     async def list_events(self, workspace: Workspace, query: EventQuery) -> EventPage:
         """A page of the workspace's events, in ``query.sort`` order, and the capped total.
 
@@ -70,11 +85,11 @@ class Store(ABC):
         total ignores ``after`` and ``offset``. ``query.profile`` naming no profile
         raises ``ProfileNotFound``; an unknown ``query.user_id`` gives an empty page.
         """
-        raise self._no_reads()
 
-    async def get_event(self, workspace: Workspace, event_id: str) -> StoredEvent | None:
-        raise self._no_reads()
+    @abstractmethod
+    async def get_event(self, workspace: Workspace, event_id: str) -> StoredEvent | None: ...
 
+    @abstractmethod
     async def find_profiles(
         self, workspace: Workspace, ref: ProfileRef, *, with_events: bool = False
     ) -> list[StoredProfile]:
@@ -83,18 +98,14 @@ class Store(ABC):
         A ``userId``/``anonymousId``/``id`` of a merged profile names the profile it was
         merged into. ``with_events`` also fills each profile's first/last events.
         """
-        raise self._no_reads()
 
+    @abstractmethod
     async def list_profiles(self, workspace: Workspace, query: ProfileQuery) -> ProfilePage:
         """A page of live (never merged) profiles; see ``ProfileQuery`` for the orders."""
-        raise self._no_reads()
 
+    @abstractmethod
     async def cursor_secret(self) -> bytes:
         """This database's key for signing scroll cursors (shared by every process)."""
-        raise self._no_reads()
-
-    def _no_reads(self) -> NotImplementedError:
-        return NotImplementedError(f"{type(self).__name__} does not serve the read APIs yet")
 
     # -- tokens ------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from opencdp.errors import Unavailable
+from opencdp.errors import ProfileNotFound, Unavailable
 from opencdp.models import (
     Accepted,
     Call,
@@ -70,7 +70,6 @@ class PostgresStore(Store):
         self._queued = 0
         self._writer: asyncio.Task[None] | None = None
         self._workspaces: dict[Workspace, int] = {}
-        self.refused_merges = 0
         self._cursor_secret: bytes | None = None
 
     # -- life cycle --------------------------------------------------------------------
@@ -155,6 +154,8 @@ class PostgresStore(Store):
             log.exception("group commit failed; retrying its requests one by one")
             results = [await self._write_alone(s) for s in group]
         self._queued -= sum(len(s.calls) for s in group)
+        answered = [a for r in results if not isinstance(r, BaseException) for a in r]
+        self.observer.committed(len(answered), sum(1 for a in answered if a.duplicate))
         _settle(group, results)
 
     async def _write_alone(self, submission: _Submission) -> list[Accepted] | BaseException:
@@ -170,9 +171,8 @@ class PostgresStore(Store):
             results = []
             for submission in group:
                 ws_id = await self._workspace_id(conn, submission.workspace, created)
-                batch = PostgresBatch(conn, ws_id)
+                batch = PostgresBatch(conn, ws_id, self.observer)
                 results.append(await batch.write(submission.calls))
-                self.refused_merges += batch.refusals
             if self._ack_before_commit:  # the crash harness's negative control only
                 _settle(group, results)
                 await asyncio.sleep(0.05)
@@ -203,11 +203,17 @@ class PostgresStore(Store):
     # -- reads: one REPEATABLE READ transaction each ----------------------------------
 
     async def list_events(self, workspace: Workspace, query: EventQuery) -> EventPage:
-        empty = EventPage(0, [])
-        return await self._read(workspace, empty, lambda c, ws: reads.list_events(c, ws, query))
+        def nothing() -> EventPage:
+            if query.profile is not None:
+                raise ProfileNotFound()
+            return EventPage(0, [])
+
+        return await self._read(workspace, nothing, lambda c, ws: reads.list_events(c, ws, query))
 
     async def get_event(self, workspace: Workspace, event_id: str) -> StoredEvent | None:
-        return await self._read(workspace, None, lambda c, ws: reads.get_event(c, ws, event_id))
+        return await self._read(
+            workspace, lambda: None, lambda c, ws: reads.get_event(c, ws, event_id)
+        )
 
     async def find_profiles(
         self, workspace: Workspace, ref: ProfileRef, *, with_events: bool = False
@@ -215,11 +221,13 @@ class PostgresStore(Store):
         def find(conn: reads.Conn, ws: int) -> Awaitable[list[StoredProfile]]:
             return reads.find_profiles(conn, ws, ref, with_events=with_events)
 
-        return await self._read(workspace, [], find)
+        return await self._read(workspace, list, find)
 
     async def list_profiles(self, workspace: Workspace, query: ProfileQuery) -> ProfilePage:
-        empty = ProfilePage([], query.after)
-        return await self._read(workspace, empty, lambda c, ws: reads.list_profiles(c, ws, query))
+        def nothing() -> ProfilePage:
+            return ProfilePage([], query.after)
+
+        return await self._read(workspace, nothing, lambda c, ws: reads.list_profiles(c, ws, query))
 
     async def cursor_secret(self) -> bytes:
         if self._cursor_secret is None:
@@ -233,16 +241,16 @@ class PostgresStore(Store):
     async def _read(
         self,
         workspace: Workspace,
-        empty: T,
+        nothing: Callable[[], T],
         query: Callable[[reads.Conn, int], Awaitable[T]],
     ) -> T:
-        """Run ``query`` in one snapshot; ``empty`` for a workspace with no data."""
+        """Run ``query`` in one snapshot; ``nothing()`` for a workspace with no data."""
         async with self.pool.connection() as conn:
             ws = self._workspaces.get(workspace)
             if ws is None:
                 ws = await reads.workspace_id(conn, workspace)
                 if ws is None:
-                    return empty
+                    return nothing()
                 self._workspaces[workspace] = ws
             async with conn.transaction():
                 await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")

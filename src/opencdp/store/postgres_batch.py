@@ -20,6 +20,7 @@ from psycopg.types.json import Jsonb
 
 from opencdp.identity import IdentityGraph, IdentityKey, ProfileState
 from opencdp.models import Accepted, Call
+from opencdp.store.base import StoreObserver
 from opencdp.store.batching import (
     BatchPlan,
     event_row,
@@ -87,10 +88,12 @@ def lock_key(workspace_id: int, *parts: str) -> int:
 class PostgresBatch:
     """Applies one workspace's calls inside an open transaction on ``conn``."""
 
-    def __init__(self, conn: AsyncConnection[Any], workspace_id: int) -> None:
+    def __init__(
+        self, conn: AsyncConnection[Any], workspace_id: int, observer: StoreObserver
+    ) -> None:
         self._conn = conn
         self._ws = workspace_id
-        self.refusals = 0
+        self._observer = observer
 
     async def write(self, calls: Sequence[Call]) -> list[Accepted]:
         await self._lock_names(calls)
@@ -104,8 +107,8 @@ class PostgresBatch:
             plan.accepted[index] = Accepted(event_id)
             rows.append(event_row(calls[index], event_id, profile_pk))
         await self._save(graph, rows)
-        self.refusals += len(graph.refusals)
         for refusal in graph.refusals:
+            self._observer.refused(refusal.reason)
             log.warning("identity link refused", extra={"reason": refusal.reason})
         return plan.answers()
 
@@ -168,6 +171,8 @@ class PostgresBatch:
         if graph.links:
             links = [[k, v, pk] for (k, v), pk in graph.links.items()]
             await self._conn.execute(_SAVE_IDENTITIES, (self._ws, Jsonb(links)))
+        if rows:  # before the merges: a row may name a profile merged later in the batch
+            await self._conn.execute(_SAVE_EVENTS, (self._ws, Jsonb(rows)))
         for source, target in graph.merges:
             await self._conn.execute(
                 "UPDATE events SET profile_pk = %s WHERE profile_pk = %s", (target, source)
@@ -175,8 +180,6 @@ class PostgresBatch:
             await self._conn.execute(
                 "UPDATE identities SET profile_pk = %s WHERE profile_pk = %s", (target, source)
             )
-        if rows:
-            await self._conn.execute(_SAVE_EVENTS, (self._ws, Jsonb(rows)))
 
 
 def _possible_new_profiles(calls: Sequence[Call], known: dict[IdentityKey, int]) -> int:

@@ -86,6 +86,7 @@ class SQLiteStore(Store):
             connect(self.path),
             batch_max=self._batch_max,
             queue_max=self._queue_max,
+            observer=self.observer,
             ack_before_commit=self._ack_before_commit,
         )
         writer.start()

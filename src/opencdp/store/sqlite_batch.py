@@ -16,6 +16,7 @@ import msgspec
 
 from opencdp.identity import IdentityGraph, IdentityKey, ProfileState
 from opencdp.models import Accepted, Call
+from opencdp.store.base import StoreObserver
 from opencdp.store.batching import (
     BatchPlan,
     event_row,
@@ -79,10 +80,12 @@ FROM json_each(?1) j
 class BatchWriter:
     """Applies calls for one workspace inside the writer's open transaction."""
 
-    def __init__(self, conn: sqlite3.Connection, allocate_pk: Callable[[], int]) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, allocate_pk: Callable[[], int], observer: StoreObserver
+    ) -> None:
         self._conn = conn
         self._allocate_pk = allocate_pk
-        self.refused_merges = 0
+        self._observer = observer
 
     def write(self, workspace_id: int, calls: Sequence[Call]) -> list[Accepted]:
         """Store the calls; one ``Accepted`` per call, repeats answered with the first id."""
@@ -107,7 +110,7 @@ class BatchWriter:
 
     def _report(self, workspace_id: int, graph: IdentityGraph) -> None:
         for refusal in graph.refusals:
-            self.refused_merges += 1
+            self._observer.refused(refusal.reason)
             log.warning(
                 "identity link refused",
                 extra={"reason": refusal.reason, "workspace_id": workspace_id},

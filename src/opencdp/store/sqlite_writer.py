@@ -15,10 +15,11 @@ import sqlite3
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from opencdp.errors import Unavailable
 from opencdp.models import Accepted, Call, Workspace
+from opencdp.store.base import StoreObserver
 from opencdp.store.sqlite_batch import BatchWriter
 
 log = logging.getLogger("opencdp.store")
@@ -32,13 +33,6 @@ class _Submission:
     loop: asyncio.AbstractEventLoop
 
 
-@dataclass
-class WriterStats:
-    commits: int = 0
-    calls: int = 0
-    batch_sizes: list[int] = field(default_factory=list)
-
-
 _STOP = object()
 
 
@@ -49,9 +43,11 @@ class GroupCommitWriter:
         *,
         batch_max: int,
         queue_max: int,
+        observer: StoreObserver,
         ack_before_commit: bool = False,
     ) -> None:
         self._conn = conn
+        self._observer = observer
         self._ack_before_commit = ack_before_commit
         self._batch_max = batch_max
         self._queue_max = queue_max
@@ -60,13 +56,8 @@ class GroupCommitWriter:
         self._lock = threading.Lock()
         self._workspaces: dict[Workspace, int] = {}
         self._next_pk = 0
-        self._batch = BatchWriter(conn, self._allocate_pk)
+        self._batch = BatchWriter(conn, self._allocate_pk, observer)
         self._thread = threading.Thread(target=self._run, name="opencdp-writer", daemon=True)
-        self.stats = WriterStats()
-
-    @property
-    def refused_merges(self) -> int:
-        return self._batch.refused_merges
 
     def start(self) -> None:
         row = self._conn.execute("SELECT coalesce(max(pk), 0) FROM profiles").fetchone()
@@ -122,8 +113,7 @@ class GroupCommitWriter:
             results = [self._write_alone(s) for s in group]
         with self._lock:
             self._queued -= sum(len(s.calls) for s in group)
-        self.stats.commits += 1
-        self.stats.calls += sum(len(s.calls) for s in group)
+        self._observer.committed(*_counts(results))
         if not self._ack_before_commit:
             _deliver(group, results)
 
@@ -172,6 +162,12 @@ class GroupCommitWriter:
         pk = self._next_pk
         self._next_pk += 1
         return pk
+
+
+def _counts(results: Sequence[list[Accepted] | BaseException]) -> tuple[int, int]:
+    """(calls answered, how many of them were repeats) for the observer."""
+    answered = [a for r in results if not isinstance(r, BaseException) for a in r]
+    return len(answered), sum(1 for a in answered if a.duplicate)
 
 
 def _answer_too_early(group: list[_Submission], results: list[list[Accepted]]) -> None:
