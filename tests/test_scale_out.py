@@ -1,4 +1,4 @@
-"""Two real server processes on one PostgreSQL behave as one service."""
+"""Two real server processes on one database behave as one service."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from opencdp.traits import merge_traits
-from tests.backends import postgres_schema, redis_or_skip
+from tests.backends import STORES, postgres_schema, redis_or_skip, store_url
 from tests.server_process import ServerProcess, cli
 
 pytestmark = pytest.mark.slow
@@ -93,10 +93,17 @@ def send_all(servers: list[ServerProcess], token: str, calls: list[tuple[str, An
     assert not errors, errors[:3]
 
 
-def test_two_processes_on_one_postgres_act_as_one(pg_url: str, tmp_path: Path) -> None:
+@pytest.fixture(params=STORES)
+def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    with store_url(request.param, tmp_path) as url:
+        yield url
+
+
+def test_two_processes_on_one_database_act_as_one(shared_url: str, tmp_path: Path) -> None:
+    """Two processes on one PostgreSQL (or, slower but correct, one SQLite file)."""
     token = cli("tokens", "create", "--client", "shop", "--all-accounts", "--all-brands",
-                "--scope", "read,write", db=pg_url).strip()
-    servers = start_two(pg_url, tmp_path)
+                "--scope", "read,write", db=shared_url).strip()
+    servers = start_two(shared_url, tmp_path)
     try:
         calls = workload(seed=3)
         send_all(servers, token, calls)

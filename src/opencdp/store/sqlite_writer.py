@@ -60,8 +60,6 @@ class GroupCommitWriter:
         self._thread = threading.Thread(target=self._run, name="opencdp-writer", daemon=True)
 
     def start(self) -> None:
-        row = self._conn.execute("SELECT coalesce(max(pk), 0) FROM profiles").fetchone()
-        self._next_pk = int(row[0]) + 1
         self._thread.start()
 
     def stop(self) -> None:
@@ -125,10 +123,13 @@ class GroupCommitWriter:
             return exc
 
     def _write(self, group: list[_Submission]) -> list[list[Accepted]]:
-        next_pk = self._next_pk
         known_workspaces = dict(self._workspaces)
         self._conn.execute("BEGIN IMMEDIATE")
         try:
+            # Read inside the write lock: other processes (``--workers N``) may have
+            # created profiles since this writer's last batch.
+            row = self._conn.execute("SELECT coalesce(max(pk), 0) FROM profiles").fetchone()
+            self._next_pk = int(row[0]) + 1
             results = [
                 self._batch.write(self._workspace_id(s.workspace), s.calls) for s in group
             ]
@@ -138,7 +139,7 @@ class GroupCommitWriter:
         except BaseException:
             if self._conn.in_transaction:
                 self._conn.execute("ROLLBACK")
-            self._next_pk, self._workspaces = next_pk, known_workspaces
+            self._workspaces = known_workspaces
             raise
         return results
 
