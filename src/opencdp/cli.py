@@ -129,6 +129,37 @@ def _migrate(url: str) -> int:
     return _open(url).migrate()
 
 
+@main.command(context_settings=CONTEXT)
+@click.option(
+    "--customers", default=2000, show_default=True, type=click.IntRange(min=1),
+    help="How many sample customers to create.",
+)
+@db_option
+def demo(customers: int, db: str) -> None:
+    """Load a sample workspace (demo/web/shop) and print a read,write token for it."""
+    from opencdp.demo import DEMO_WORKSPACE, demo_calls
+
+    ws = DEMO_WORKSPACE
+    token, record = auth.new_token(
+        ws.client_id, [ws.account_id], [ws.brand_id], ["read", "write"], _now(), "demo"
+    )
+
+    async def load(store: Store) -> int:
+        calls = [call for _, call in demo_calls(customers, now=_now())]
+        for start in range(0, len(calls), 1000):
+            await store.append_calls(ws, calls[start : start + 1000])
+        await store.add_token(record)
+        return len(calls)
+
+    count = _run(db, load)
+    click.echo(f"opencdp: loaded {count} events for {customers} customers into {ws}", err=True)
+    click.echo(
+        f"try: curl -H 'auth-token: <token>' http://127.0.0.1:8000/track/{ws}/v1/events?size=5",
+        err=True,
+    )
+    click.echo(token)
+
+
 # -- tokens ----------------------------------------------------------------------------
 
 

@@ -35,19 +35,19 @@ _decode = msgspec.json.decode
 
 _FIND_MESSAGES = """
 SELECT json_group_array(json_array(e.message_id, e.event_id))
-FROM json_each(?1) j JOIN events e ON e.workspace_id = ?2 AND e.message_id = j.value
+FROM json_each(?1) j CROSS JOIN events e ON e.workspace_id = ?2 AND e.message_id = j.value
 """
 _FIND_IDENTITIES = """
 SELECT json_group_array(json_array(i.kind, i.value, i.profile_pk))
 FROM json_each(?1) j
-JOIN identities i ON i.workspace_id = ?2 AND i.kind = j.value ->> 0 AND i.value = j.value ->> 1
+CROSS JOIN identities i ON i.workspace_id = ?2 AND i.kind = j.value ->> 0 AND i.value = j.value ->> 1
 """
 _LOAD_PROFILES = """
 SELECT json_group_array(json_array(
     p.pk, p.id, p.external_id, json(p.traits), json(p.trait_stamps), json(p.anonymous_ids),
     json(p.audiences), json(p.created_by), p.created_time, json(p.first_events),
     json(p.last_events), p.last_activity, p.merged_into))
-FROM json_each(?1) j JOIN profiles p ON p.pk = j.value
+FROM json_each(?1) j CROSS JOIN profiles p ON p.pk = j.value
 """
 _SAVE_PROFILES = """
 INSERT INTO profiles (pk, workspace_id, id, external_id, email, traits, trait_stamps,
