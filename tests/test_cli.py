@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -13,8 +14,12 @@ import pytest
 import uvicorn
 from click.testing import CliRunner, Result
 
+from opencdp.auth import authorize
 from opencdp.cli import main
 from opencdp.config import Settings
+from opencdp.demo import DEMO_WORKSPACE
+from opencdp.models import EventQuery, ProfileQuery
+from opencdp.store.base import open_store
 
 TOKEN_LINE = re.compile(r"ocdp_([0-9a-f]{12})_[A-Za-z0-9_-]{32}\n")
 # Every OPENCDP_* variable unset while a command runs, and restored afterwards.
@@ -262,3 +267,24 @@ def test_serve_refuses_nonsense_settings(db: str, uvicorn_run: UvicornRun) -> No
 def test_serve_leaves_the_environment_as_it_was(db: str, uvicorn_run: UvicornRun) -> None:
     run("serve", "--db", db, "--port", "9124")
     assert os.environ.get("OPENCDP_PORT") != "9124"
+
+
+def test_demo_loads_a_workspace_a_token_can_read(db: str) -> None:
+    result = run("demo", "--customers", "12", "--db", db)
+    assert result.exit_code == 0, result.output
+    token = result.stdout.strip()
+
+    async def read() -> tuple[int, int]:
+        store = open_store(db)
+        await store.start()
+        try:
+            await authorize(store, token, DEMO_WORKSPACE, "read", unknown_status=401)
+            profiles = await store.list_profiles(DEMO_WORKSPACE, ProfileQuery(size=100))
+            events = await store.list_events(DEMO_WORKSPACE, EventQuery())
+            return len(profiles.profiles), events.total
+        finally:
+            await store.stop()
+
+    profiles, events = asyncio.run(read())
+    assert profiles == 12  # every anonymous visitor was merged into the customer
+    assert events >= 12 * 2  # at least one page and one identify each
