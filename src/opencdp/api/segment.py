@@ -1,0 +1,364 @@
+"""Segment- and RudderStack-compatible ingestion (SPEC §8): ``POST /v1/{type}``.
+
+The SDKs authenticate with HTTP Basic (user name: a write token limited to one
+account and one brand, which names the workspace; empty password) or with the
+token in the body's ``writeKey``. Each handler: admit (size, content-type, body,
+token, rate limit) → parse (``opencdp.segment``) → one store call → answer. Errors
+carry a top-level ``code`` and ``message`` besides the ``error`` object, as the
+SDKs read them.
+
+The order of SPEC §3 holds with one exception: when the token comes only in the
+body, the body is read (and inflated, within the limit) before the token check.
+Short paths (``/v1/t`` …, ``/v1/b``) are analytics.js's: they accept any
+content-type (it sends ``text/plain``). Every route here answers CORS.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import time
+import zlib
+from typing import Annotated, Any, Literal
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from opencdp import segment
+from opencdp.api.common import (
+    Endpoint,
+    Handler,
+    JSONResponse,
+    Services,
+    add_header,
+    check_content_type,
+    check_declared_size,
+    error_body,
+    read_body,
+)
+from opencdp.api.tracking import BatchAccepted, CallAccepted
+from opencdp.auth import authorize, secret_matches, split_token
+from opencdp.errors import (
+    AuthenticationFailed,
+    InvalidRequest,
+    PayloadTooLarge,
+    RateLimited,
+    UnsupportedMediaType,
+)
+from opencdp.ingest import decode_json_object
+from opencdp.models import TokenRecord, Workspace
+
+BATCH_PATHS = ("batch", "import", "b")
+ERRORS = (400, 401, 403, 405, 413, 415, 429, 503)
+_CORS_HEADERS = "content-type, content-encoding, authorization, x-request-id, x-retry-count"
+_HEADER_LIST = re.compile(r"[A-Za-z0-9-]+(?:\s*,\s*[A-Za-z0-9-]+)*")
+
+
+def endpoints(services: Services) -> list[Endpoint]:
+    """The long and short call paths, the batch paths, and analytics.js's settings."""
+    calls = [(kind, kind) for kind in segment.CALL_TYPES] + list(segment.SHORT_PATHS.items())
+    rows = [_call_row(services, path, kind) for path, kind in calls]
+    rows += [_batch_row(services, path) for path in BATCH_PATHS]
+    rows.append(_settings_row(services))
+    return rows
+
+
+def _call_row(services: Services, path: str, kind: str) -> Endpoint:
+    short = path != kind
+    return Endpoint(
+        path=f"/v1/{path}",
+        methods=("POST", "OPTIONS"),
+        handler=_call_handler(services, kind, any_content_type=short),
+        operation_id=f"segment_{path}",
+        summary=f"Segment {kind} call" + (" (analytics.js path)" if short else ""),
+        tag="Segment-compatible",
+        tracking=True,
+        sdk_errors=True,
+        request_body=SegmentMessage,
+        response=CallAccepted,
+        errors=ERRORS,
+        description=_AUTH_TEXT,
+        extra_responses=_error_responses(),
+    )
+
+
+def _batch_row(services: Services, path: str) -> Endpoint:
+    return Endpoint(
+        path=f"/v1/{path}",
+        methods=("POST", "OPTIONS"),
+        handler=_batch_handler(services, any_content_type=path == "b"),
+        operation_id=f"segment_{path}",
+        summary="Segment batch: up to 1000 messages, each with its type",
+        tag="Segment-compatible",
+        tracking=True,
+        sdk_errors=True,
+        request_body=SegmentBatch,
+        response=BatchAccepted,
+        errors=ERRORS,
+        description=_AUTH_TEXT,
+        extra_responses=_error_responses(),
+    )
+
+
+def _settings_row(services: Services) -> Endpoint:
+    return Endpoint(
+        path="/v1/projects/{writeKey}/settings",
+        methods=("GET", "OPTIONS"),
+        handler=_settings_handler(services),
+        operation_id="segment_settings",
+        summary="analytics.js settings: point its cdnURL at this server",
+        tag="Segment-compatible",
+        sdk_errors=True,
+        response=ProjectSettings,
+        errors=(401, 403, 405, 429),
+    )
+
+
+# -- handlers ------------------------------------------------------------------------------
+
+
+def _call_handler(services: Services, kind: str, *, any_content_type: bool) -> Handler:
+    async def handle(request: Request) -> Response:
+        if request.method == "OPTIONS":
+            return _preflight(request, "POST, OPTIONS")
+        _allow_origin(request)
+        body, workspace = await _admit(request, services, any_content_type=any_content_type)
+        received_time, client_ip = time.time_ns() // 1_000_000, services.client_address.of(request)
+        call = segment.parse_message(kind, body, received_time=received_time, client_ip=client_ip)
+        accepted = await services.store.append_calls(workspace, [call])
+        return JSONResponse({"success": True, "eventId": accepted[0].event_id})
+
+    handle.__name__ = f"segment_{kind}"
+    return handle
+
+
+def _batch_handler(services: Services, *, any_content_type: bool) -> Handler:
+    async def segment_batch(request: Request) -> Response:
+        if request.method == "OPTIONS":
+            return _preflight(request, "POST, OPTIONS")
+        _allow_origin(request)
+        body, workspace = await _admit(request, services, any_content_type=any_content_type)
+        received_time, client_ip = time.time_ns() // 1_000_000, services.client_address.of(request)
+        calls, problems = segment.parse_messages(
+            body, received_time=received_time, client_ip=client_ip
+        )
+        valid = [call for call in calls if call is not None]
+        if not valid:
+            message = "batch: no call was valid; see errors"
+            rejected = error_body(request.scope, "validation_error", message)
+            rejected["errors"] = problems
+            return JSONResponse(rejected, status_code=400)
+        accepted = iter(await services.store.append_calls(workspace, valid))
+        event_ids = [None if call is None else next(accepted).event_id for call in calls]
+        return JSONResponse({"success": True, "eventIds": event_ids, "errors": problems})
+
+    return segment_batch
+
+
+def _settings_handler(services: Services) -> Handler:
+    async def segment_settings(request: Request) -> Response:
+        if request.method == "OPTIONS":
+            return _preflight(request, "GET, OPTIONS")
+        _allow_origin(request)
+        write_key = request.path_params["writeKey"]
+        await _authenticate(request, services, write_key)
+        host = request.headers.get("host") or f"{request.url.hostname}:{request.url.port}"
+        settings = segment.project_settings(write_key, host, request.url.scheme)
+        return JSONResponse(settings, headers={"Cache-Control": "max-age=300"})
+
+    return segment_settings
+
+
+# -- admission: size, content-type, token, rate limit, body --------------------------------
+
+
+async def _admit(
+    request: Request, services: Services, *, any_content_type: bool
+) -> tuple[dict[str, Any], Workspace]:
+    """The request's JSON body and the one workspace its write key names."""
+    limit = services.settings.track_body_limit
+    check_declared_size(request.headers.get("content-length"), limit)
+    if not any_content_type:
+        check_content_type(request.headers.get("content-type"))
+    key = basic_user(request.headers.get("authorization"))
+    if key is not None:
+        workspace = await _authenticate(request, services, key)
+        return await read_json(request, limit), workspace
+    body = await read_json(request, limit)  # SPEC §8: the token is in the body
+    key = body.get("writeKey")
+    if not isinstance(key, str):
+        raise AuthenticationFailed("writeKey: missing (send it as HTTP Basic user)", status=401)
+    return body, await _authenticate(request, services, key)
+
+
+async def _authenticate(request: Request, services: Services, key: str) -> Workspace:
+    """The one workspace a write key names; 401 for an unknown key; then the rate limit."""
+    record = await _token_record(services, key)
+    workspace = _only_workspace(record)
+    principal = await authorize(services.store, key, workspace, "write", unknown_status=401)
+    decision = await services.limiter.take(principal.token_id)
+    add_header(request, b"X-RateLimit-Limit", str(decision.limit).encode())
+    add_header(request, b"X-RateLimit-Remaining", str(decision.remaining).encode())
+    if not decision.allowed:
+        raise RateLimited(decision.retry_after)
+    return workspace
+
+
+async def _token_record(services: Services, key: str) -> TokenRecord:
+    parts = split_token(key)
+    record = None if parts is None else await services.store.find_token(parts[0])
+    live = record is not None and record.revoked_time is None
+    if parts is None or record is None or not live or not secret_matches(record, parts[1]):
+        raise AuthenticationFailed("writeKey: unknown or revoked token", status=401)
+    return record
+
+
+def _only_workspace(record: TokenRecord) -> Workspace:
+    accounts, brands = record.accounts or (), record.brands or ()
+    if len(accounts) != 1 or len(brands) != 1:
+        raise AuthenticationFailed(
+            "writeKey: the token must name exactly one account and one brand", status=403
+        )
+    return Workspace(record.client_id, accounts[0], brands[0])
+
+
+def basic_user(authorization: str | None) -> str | None:
+    """The user name of an HTTP Basic ``Authorization`` header; None when there is none."""
+    if authorization is None:
+        return None
+    scheme, _, credentials = authorization.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(credentials.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise AuthenticationFailed("authorization: not valid HTTP Basic", status=401) from None
+    return decoded.partition(":")[0] or None
+
+
+async def read_json(request: Request, limit: int) -> dict[str, Any]:
+    """The JSON object body, inflated when ``Content-Encoding: gzip``; both sizes limited."""
+    body = await read_body(request, limit)
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding == "gzip":
+        body = inflate(body, limit)
+    elif encoding != "identity":
+        raise _UnsupportedEncoding(encoding)
+    return decode_json_object(body)
+
+
+def inflate(data: bytes, limit: int) -> bytes:
+    """gzip-decompress ``data``, stopping at ``limit`` bytes of output (a zip bomb → 413)."""
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(data, limit + 1)
+    except zlib.error as exc:
+        raise InvalidRequest(f"body: not valid gzip ({exc})") from None
+    if len(out) > limit:
+        raise PayloadTooLarge(limit)
+    if not inflater.eof:
+        raise InvalidRequest("body: gzip data is truncated")
+    return out
+
+
+class _UnsupportedEncoding(UnsupportedMediaType):
+    def __init__(self, encoding: str) -> None:
+        super().__init__()
+        self.message = f"content-encoding: {encoding[:40]!r} is not supported; use gzip"
+        self.args = (self.message,)
+
+
+# -- CORS: any origin may send events (tokens in pages are write-only) ----------------------
+
+
+def _allow_origin(request: Request) -> None:
+    origin = request.headers.get("origin")
+    add_header(request, b"Access-Control-Allow-Origin", (origin or "*").encode("latin-1"))
+    if origin:
+        add_header(request, b"Vary", b"Origin")
+
+
+def _preflight(request: Request, methods: str) -> Response:
+    origin = request.headers.get("origin")
+    asked = request.headers.get("access-control-request-headers", "").strip()
+    headers = {
+        "Access-Control-Allow-Origin": origin or "*",
+        "Access-Control-Allow-Methods": methods,
+        "Access-Control-Allow-Headers": asked if _HEADER_LIST.fullmatch(asked) else _CORS_HEADERS,
+        "Access-Control-Max-Age": "600",
+    }
+    if origin:
+        headers["Vary"] = "Origin"
+    return Response(status_code=204, headers=headers)
+
+
+# -- documentation ---------------------------------------------------------------------------
+
+_AUTH_TEXT = (
+    "HTTP Basic: the user name is a write token limited to one account and one brand "
+    "(it names the workspace), the password empty; or that token in the body's `writeKey`. "
+    "Bodies may be gzip-compressed (`Content-Encoding: gzip`); 6 MiB once inflated."
+)
+Object = dict[str, Any]
+
+
+class SegmentMessage(msgspec.Struct, kw_only=True):
+    """A Segment message: ``userId`` or ``anonymousId``, and the type's own fields."""
+
+    userId: str | None = None
+    anonymousId: str | None = None
+    timestamp: str | None = None
+    originalTimestamp: str | None = None
+    sentAt: str | None = None
+    messageId: str | None = None
+    event: str | None = None
+    name: str | None = None
+    traits: Object | None = None
+    properties: Object | None = None
+    context: Object | None = None
+    integrations: Object | None = None
+    previousId: str | None = None
+    groupId: str | None = None
+    writeKey: str | None = None
+
+
+class SegmentBatchItem(SegmentMessage, kw_only=True):
+    type: Literal["identify", "track", "page", "screen", "group", "alias"]
+
+
+class SegmentBatch(msgspec.Struct, kw_only=True):
+    """Up to 1000 messages; ``sentAt`` applies to those without their own."""
+
+    batch: Annotated[list[SegmentBatchItem], msgspec.Meta(min_length=1, max_length=1000)]
+    sentAt: str | None = None
+    writeKey: str | None = None
+
+
+class _ErrorDetail(msgspec.Struct):
+    code: str
+    message: str
+
+
+class SegmentError(msgspec.Struct):
+    """The error body here: the tracking one plus a top-level ``code``."""
+
+    success: Literal[False]
+    code: str
+    message: str
+    error: _ErrorDetail
+
+
+class _SegmentIo(msgspec.Struct, rename={"segment_io": "Segment.io"}):
+    segment_io: Object
+
+
+class ProjectSettings(msgspec.Struct):
+    """analytics.js's settings: the ``Segment.io`` destination sends to this server."""
+
+    integrations: _SegmentIo
+
+
+def _error_responses() -> dict[int, Any]:
+    return {status: SegmentError for status in (*ERRORS, 500)}
