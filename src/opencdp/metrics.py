@@ -1,0 +1,192 @@
+"""Prometheus metrics (SPEC §12): a registry per app, a pure ASGI middleware, ``GET /metrics``.
+
+``Metrics(store, limiter)`` owns one ``CollectorRegistry`` (nothing module-level, so two
+apps in one process never share counts) and becomes the store's observer, which reports
+group commits and guardrail refusals from the writer. ``MetricsMiddleware`` counts every
+answer by route template (never the raw path: ids in paths would explode the series),
+method and status, and times it.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+
+import msgspec
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from opencdp.api.common import ApiRoute, Endpoint
+from opencdp.ratelimit import RateLimiter
+from opencdp.store.base import Store, StoreObserver
+
+_CONVERTOR = re.compile(r"\{(\w+):\w+\}")
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
+#: The text format every Prometheus version reads.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+#: The status label of a request whose client went away before any answer.
+CLIENT_GONE = "499"
+
+
+class _Problems(msgspec.Struct):
+    """The part of a tracking answer that lists rejected calls (``batch``)."""
+
+    errors: list[msgspec.Raw] = []
+
+
+class Metrics(StoreObserver):
+    """Every metric of one app; also the store's observer (thread-safe: prometheus counters)."""
+
+    def __init__(self, store: Store, limiter: RateLimiter) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "opencdp_http_requests", "HTTP answers by route template, method and status "
+            f"({CLIENT_GONE}: the client left before an answer)",
+            ["route", "method", "status"], registry=r,
+        )
+        self.latency = Histogram(
+            "opencdp_http_request_duration_seconds", "Time to answer, by route template",
+            ["route", "method"], buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.accepted = Counter(
+            "opencdp_events_accepted", "Tracking calls committed as new events", registry=r
+        )
+        self.deduplicated = Counter(
+            "opencdp_events_deduplicated",
+            "Tracking calls answered with an earlier event (a repeated messageId)", registry=r,
+        )
+        self.rejected = Counter(
+            "opencdp_events_rejected", "Tracking calls refused as invalid (400s, bad batch items)",
+            registry=r,
+        )
+        self.commit_sizes = Histogram(
+            "opencdp_commit_batch_calls", "Calls written per group commit",
+            buckets=_BATCH_BUCKETS, registry=r,
+        )
+        self.refusals = Counter(
+            "opencdp_identity_links_refused", "Identity links or merges refused by a guardrail",
+            ["reason"], registry=r,
+        )
+        self.rate_limited = Counter(
+            "opencdp_rate_limit_rejections", "Requests answered 429 by the rate limit", registry=r
+        )
+        r.register(_LimiterFailures(limiter))
+        store.observer = self
+
+    # -- StoreObserver -----------------------------------------------------------------
+
+    def committed(self, calls: int, duplicates: int) -> None:
+        self.commit_sizes.observe(calls)
+        self.accepted.inc(calls - duplicates)
+        self.deduplicated.inc(duplicates)
+
+    def refused(self, reason: str) -> None:
+        self.refusals.labels(reason).inc()
+
+    # -- requests ----------------------------------------------------------------------
+
+    def observe(self, scope: Scope, status: str, seconds: float, body: bytes) -> None:
+        route = route_label(scope)
+        method = scope["method"]
+        self.requests.labels(route, method, status).inc()
+        self.latency.labels(route, method).observe(seconds)
+        if status == "429":
+            self.rate_limited.inc()
+        if _is_tracking(scope) and method == "POST":
+            self.rejected.inc(_rejected_calls(status, body))
+
+    def endpoints(self) -> list[Endpoint]:
+        """``GET /metrics``: no token, as Prometheus scrapes it (keep it off the Internet)."""
+        return [
+            Endpoint(
+                path="/metrics",
+                methods=("GET",),
+                handler=self.serve,
+                operation_id="metrics",
+                summary="Metrics in the Prometheus text format",
+                tag="Operations",
+                errors=(405,),
+            )
+        ]
+
+    async def serve(self, request: Request) -> Response:
+        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE)
+
+
+class MetricsMiddleware:
+    """Pure ASGI middleware: counts and times every HTTP answer (outside ``RequestContext``)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = CLIENT_GONE
+        body: list[bytes] = []
+
+        async def observing_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = str(message["status"])
+            elif message["type"] == "http.response.body" and _is_tracking(scope):
+                body.append(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observing_send)
+        finally:
+            elapsed = time.perf_counter() - started
+            self.metrics.observe(scope, status, elapsed, b"".join(body))
+
+
+def route_label(scope: Scope) -> str:
+    """The matched route's template (``/track/{clientId}/…/v1/track``), or ``unmatched``."""
+    route = scope.get("route")
+    if isinstance(route, ApiRoute):
+        return _CONVERTOR.sub(r"{\1}", route.spec.path)
+    return "unmatched"
+
+
+def _is_tracking(scope: Scope) -> bool:
+    route = scope.get("route")
+    return isinstance(route, ApiRoute) and route.spec.tracking
+
+
+def _rejected_calls(status: str, body: bytes) -> int:
+    """Calls an answer refused: a 400 refuses its call (or each listed batch item)."""
+    if status not in ("200", "400"):
+        return 0
+    listed = 0
+    if b'"errors"' in body:
+        try:
+            listed = len(msgspec.json.decode(body, type=_Problems).errors)
+        except msgspec.DecodeError:
+            listed = 0
+    return listed if status == "200" else max(listed, 1)
+
+
+class _LimiterFailures(Collector):
+    """The rate limiter's Redis failures (it fails open), read from its ``failures`` count."""
+
+    def __init__(self, limiter: RateLimiter) -> None:
+        self._limiter = limiter
+
+    def collect(self) -> Iterator[Metric]:
+        failures = getattr(self._limiter, "failures", 0)
+        yield CounterMetricFamily(
+            "opencdp_ratelimit_redis_failures",
+            "Rate-limit checks that could not reach Redis and were let through",
+            value=failures,
+        )

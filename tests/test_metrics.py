@@ -1,0 +1,134 @@
+"""GET /metrics: Prometheus text with requests by route template, latencies, events
+accepted / deduplicated / rejected, commit sizes, guardrail refusals, rate limiting."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from opencdp.app import create_app
+from opencdp.auth import new_token
+from opencdp.config import Settings
+from opencdp.ratelimit import RedisRateLimiter
+from opencdp.store.base import Store
+from tests.backends import make_store
+from tests.conftest import TRACK, client_for
+
+pytestmark = pytest.mark.anyio
+TEMPLATE = "/track/{clientId}/{accountId}/{brandId}/v1"
+WHEN = "2020-01-01T00:00:00Z"
+
+
+@pytest.fixture
+async def unstarted(anyio_backend: str, db_url: str) -> AsyncIterator[Store]:
+    """A store the test starts after ``create_app`` (as the lifespan does in a server)."""
+    store = make_store(db_url)
+    yield store
+    await store.stop()
+
+
+async def token_for(store: Store) -> str:
+    text, record = new_token("c1", None, None, ("read", "write"), now=time.time_ns() // 10**6)
+    await store.add_token(record)
+    return text
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+def value(metrics: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str,
+          **labels: str) -> float:
+    return metrics.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+async def scrape(client: httpx.AsyncClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    response = await client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    return samples(response.text)
+
+
+async def test_metrics_count_requests_events_commits_and_refusals(
+    db_url: str, unstarted: Store
+) -> None:
+    app = create_app(Settings(db=db_url, burst=40, rate=0.001), unstarted)
+    await unstarted.start()
+    token = await token_for(unstarted)
+    async with client_for(app) as client:
+        client.headers["auth-token"] = token
+        track = {"userId": "u1", "event": "Viewed", "timestamp": WHEN, "messageId": "m1"}
+        for _ in range(2):  # the second is a repeat
+            assert (await client.post(f"{TRACK}/track", json=track)).status_code == 200
+        assert (await client.post(f"{TRACK}/track", json={"userId": "u1"})).status_code == 400
+        batch = {"batch": [{**track, "type": "track", "messageId": "m2"}, {"type": "track"}]}
+        assert (await client.post(f"{TRACK}/batch", json=batch)).status_code == 200
+        for user in ("u1", "u2"):  # a1 is u1's; linking it to u2 too is refused
+            call: dict[str, Any] = {"userId": user, "anonymousId": "a1", "traits": {},
+                                    "timestamp": WHEN}
+            assert (await client.post(f"{TRACK}/identify", json=call)).status_code == 200
+        assert (await client.get(f"{TRACK}/profiles/userId:u1/traits")).status_code == 200
+        statuses = [(await client.get(f"{TRACK}/events")).status_code for _ in range(40)]
+        assert 429 in statuses
+        metrics = await scrape(client)
+        text = (await client.get("/metrics")).text
+    assert value(metrics, "opencdp_http_requests_total", route=f"{TEMPLATE}/track",
+                 method="POST", status="200") == 2
+    assert value(metrics, "opencdp_http_requests_total", route=f"{TEMPLATE}/track",
+                 method="POST", status="400") == 1
+    assert value(metrics, "opencdp_http_requests_total",
+                 route=f"{TEMPLATE}/profiles/{{profileRef}}/traits",
+                 method="GET", status="200") == 1
+    assert "/c1/a1/b1/" not in text and "userId:u1" not in text  # templates, not raw paths
+    assert value(metrics, "opencdp_http_request_duration_seconds_count",
+                 route=f"{TEMPLATE}/batch", method="POST") == 1
+    assert value(metrics, "opencdp_events_accepted_total") == 4  # m1, m2, two identifies
+    assert value(metrics, "opencdp_events_deduplicated_total") == 1
+    assert value(metrics, "opencdp_events_rejected_total") == 2  # the 400 and a batch item
+    assert value(metrics, "opencdp_commit_batch_calls_count") >= 4
+    assert value(metrics, "opencdp_commit_batch_calls_sum") == 5
+    refused = [v for (name, _), v in metrics.items()
+               if name == "opencdp_identity_links_refused_total"]
+    assert sum(refused) == 1
+    assert value(metrics, "opencdp_rate_limit_rejections_total") == statuses.count(429)
+    assert value(metrics, "opencdp_ratelimit_redis_failures_total") == 0
+
+
+async def test_unmatched_paths_share_one_label(client: httpx.AsyncClient) -> None:
+    for n in range(3):
+        assert (await client.get(f"/no/such/{n}")).status_code == 404
+    metrics = await scrape(client)
+    assert value(metrics, "opencdp_http_requests_total", route="unmatched", method="GET",
+                 status="404") == 3
+
+
+async def test_redis_failures_of_the_rate_limiter_are_counted(db_url: str, store: Store) -> None:
+    limiter = RedisRateLimiter("redis://127.0.0.1:1/0", 100, 500)
+    app = create_app(Settings(db=db_url), store, limiter)
+    token = await token_for(store)
+    async with client_for(app) as client:
+        for _ in range(3):  # fails open
+            response = await client.get(f"{TRACK}/events", headers={"auth-token": token})
+            assert response.status_code == 200
+        metrics = await scrape(client)
+    await limiter.close()
+    assert value(metrics, "opencdp_ratelimit_redis_failures_total") == 3
+
+
+async def test_each_app_has_its_own_registry(settings: Settings, store: Store) -> None:
+    first, second = create_app(settings, store), create_app(settings, store)
+    async with client_for(first) as one, client_for(second) as two:
+        await one.get("/healthz")
+        assert value(await scrape(one), "opencdp_http_requests_total", route="/healthz",
+                     method="GET", status="200") == 1
+        assert value(await scrape(two), "opencdp_http_requests_total", route="/healthz",
+                     method="GET", status="200") == 0
