@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import msgspec
@@ -25,7 +26,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from opencdp import openapi
-from opencdp.api import events, ops, profiles, tracking
+from opencdp.api import events, ops, profiles, segment, tracking
 from opencdp.api.common import (
     EXTRA_HEADERS,
     REQUEST_ID,
@@ -40,11 +41,15 @@ from opencdp.api.common import (
 )
 from opencdp.config import Settings
 from opencdp.errors import MethodNotAllowed, NotFound, OpenCDPError
+from opencdp.metrics import Metrics, MetricsMiddleware
 from opencdp.ratelimit import RateLimiter, limiter_for
 from opencdp.store.base import Store, open_store
 
 log = logging.getLogger("opencdp")
+access_log = logging.getLogger("opencdp.access")
 _SANE_REQUEST_ID = re.compile(rb"[\x21-\x7e][\x20-\x7e]{0,127}")
+#: The id of the request being handled, so every log line written for it carries it.
+current_request_id: ContextVar[str | None] = ContextVar("opencdp_request_id", default=None)
 
 
 def create_app(settings: Settings, store: Store, limiter: RateLimiter | None = None) -> Starlette:
@@ -53,26 +58,30 @@ def create_app(settings: Settings, store: Store, limiter: RateLimiter | None = N
     if limiter is None:
         limiter = limiter_for(settings)
     services = Services(settings, store, limiter, ClientAddress(settings.trusted_proxies))
-    table = route_table(services)
+    metrics = Metrics(store, limiter)  # also becomes the store's observer
+    table = route_table(services, metrics.endpoints())
     app = Starlette(
         routes=[ApiRoute(endpoint) for endpoint in table],
-        middleware=[Middleware(RequestContext)],
+        middleware=[Middleware(MetricsMiddleware, metrics=metrics), Middleware(RequestContext)],
         exception_handlers={OpenCDPError: render_error, HTTPException: render_http_error},
         lifespan=_lifespan(store, limiter),
     )
     app.router.redirect_slashes = False
     app.state.services = services
     app.state.endpoints = table
+    app.state.metrics = metrics
     return app
 
 
-def route_table(services: Services) -> list[Endpoint]:
+def route_table(services: Services, more: list[Endpoint] | None = None) -> list[Endpoint]:
     """Every route of the service, in matching order; the OpenAPI document is made from it."""
     table = [
         *tracking.endpoints(services),
+        *segment.endpoints(services),
         *events.endpoints(services),
         *profiles.endpoints(services),
         *ops.endpoints(services),
+        *(more or []),
     ]
     table.extend(openapi.endpoints(table))
     return table
@@ -126,12 +135,14 @@ class RequestContext:
         extra = [(b"x-amzn-RequestId", request_id), (b"X-Request-Id", request_id)]
         scope[REQUEST_ID] = request_id.decode("ascii")
         scope[EXTRA_HEADERS] = extra
-        started = False
+        context = current_request_id.set(scope[REQUEST_ID])
+        started = time.perf_counter()
+        status = 0
 
         async def send_with_headers(message: Message) -> None:
-            nonlocal started
+            nonlocal status
             if message["type"] == "http.response.start":
-                started = True
+                status = message["status"]
                 message = {**message, "headers": [*message.get("headers", ()), *extra]}
             await send(message)
 
@@ -141,10 +152,20 @@ class RequestContext:
             return
         except Exception:
             log.exception("unhandled error", extra={"request_id": scope[REQUEST_ID]})
-            if started:
+            if status:
                 raise
             internal = error_response(scope, OpenCDPError("internal error"))
             await internal(scope, receive, send_with_headers)
+        finally:
+            if access_log.isEnabledFor(logging.DEBUG):
+                _log_access(scope, status, time.perf_counter() - started)
+            current_request_id.reset(context)
+
+
+def _log_access(scope: Scope, status: int, seconds: float) -> None:
+    """One line per request (debug level: ``OPENCDP_LOG_LEVEL=debug``); never a header."""
+    answer = status or "(client left)"
+    access_log.debug("%s %s %s %.1fms", scope["method"], scope["path"], answer, seconds * 1000)
 
 
 def _request_id(headers: list[tuple[bytes, bytes]]) -> bytes:
@@ -191,7 +212,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        request_id = getattr(record, "request_id", None)
+        request_id = getattr(record, "request_id", None) or current_request_id.get()
         if request_id is not None:
             entry["requestId"] = request_id
         if record.exc_info:

@@ -150,7 +150,26 @@ def decode_json_object(body: bytes) -> dict[str, Any]:
     value = _decode_json(body)
     if not isinstance(value, dict):
         raise errors.InvalidRequest(f"body: must be a JSON object (got {_json_kind(value)})")
+    if b"\\u0000" in body:  # the only way JSON spells NUL; no store can keep it in text
+        _reject_nul(value, "body")
     return value
+
+
+def _reject_nul(value: Any, path: str) -> None:
+    """``InvalidRequest`` naming the first string or key holding U+0000 (NUL)."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise errors.InvalidRequest(f"{path}: must not contain the NUL character (\\u0000)")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{key}" if path == "body" else f"{path}.{key}"
+            if "\x00" in key:
+                where = where.replace("\x00", "\\u0000")
+                raise errors.InvalidRequest(f"{where}: a key must not contain NUL (\\u0000)")
+            _reject_nul(item, where)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _reject_nul(item, f"{path}[{index}]")
 
 
 def _parse(

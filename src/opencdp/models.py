@@ -51,6 +51,27 @@ class Call:
     previous_id: str | None = None  # alias: the id merged into user_id
 
 
+@dataclass(slots=True)
+class BulkEvent:
+    """One past event of a ``BulkProfile``, as a tracking call would have stored it."""
+
+    event_action: str
+    event_time: int
+    received_time: int
+    raw: JSON  # rawData: the call as sent, plus "action"
+
+
+@dataclass(slots=True)
+class BulkProfile:
+    """A customer and their history, for ``Store.bulk_load`` (loading tools, benchmarks)."""
+
+    user_id: str
+    traits: JSON
+    created_time: int
+    anonymous_ids: list[str] = field(default_factory=list)
+    events: list[BulkEvent] = field(default_factory=list)
+
+
 @dataclass(frozen=True, slots=True)
 class Accepted:
     """The store's answer for one call: its event id, and whether it was a repeat."""

@@ -192,8 +192,8 @@ def _responses(endpoint: Endpoint) -> JSON:
     ok: JSON = {"description": "Success"}
     if endpoint.response is not None:
         ok["content"] = {"application/json": {"schema": _ref(endpoint.response)}}
-    elif endpoint.path == "/docs":
-        ok["content"] = {"text/html": {"schema": {"type": "string"}}}
+    elif endpoint.path in _TEXT_ANSWERS:
+        ok["content"] = {_TEXT_ANSWERS[endpoint.path]: {"schema": {"type": "string"}}}
     else:
         ok["content"] = {"application/json": {"schema": {"type": "object"}}}
     responses: JSON = {"200": ok}
@@ -213,6 +213,7 @@ def _responses(endpoint: Endpoint) -> JSON:
     return responses
 
 
+_TEXT_ANSWERS = {"/docs": "text/html", "/metrics": "text/plain"}
 _RATE_HEADERS = {
     "X-RateLimit-Limit": {"description": "The bucket's burst", "schema": {"type": "integer"}},
     "X-RateLimit-Remaining": {"description": "Whole requests left", "schema": {"type": "integer"}},

@@ -94,6 +94,8 @@ def parse_profile_ref(text: str) -> ProfileRef:
     id_type, colon, value = text.partition(":")
     if not colon or not value or id_type not in ID_TYPES:
         raise ValidationFailed(PROFILE_ID_FORMAT)
+    if "\x00" in value:  # no store can hold it, so no profile has it
+        raise ValidationFailed(f"{id_type}: must not contain the NUL character")
     return ProfileRef(id_type, value)
 
 
@@ -120,6 +122,8 @@ def _single_values(params: Params) -> dict[str, str]:
     for name, value in params:
         if name in values:
             raise _invalid(name, "given more than once")
+        if "\x00" in name or "\x00" in value:
+            raise _invalid(name.replace("\x00", "%00"), "must not contain the NUL character")
         values[name] = value
     return values
 

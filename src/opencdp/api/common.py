@@ -118,6 +118,7 @@ class Endpoint:
     summary: str
     tag: str
     tracking: bool = False
+    sdk_errors: bool = False  # errors also carry a top-level "code" (Segment-style SDKs read it)
     scope: str | None = None  # the token scope it needs; None: no token
     request_body: Any = None
     response: Any = None
@@ -152,6 +153,10 @@ def error_body(scope: Scope, code: str, message: str) -> dict[str, Any]:
     body: dict[str, Any] = {"error": {"code": code, "message": message}}
     if is_tracking(scope):
         body["success"] = False
+        body["message"] = message
+    route = scope.get("route")
+    if isinstance(route, ApiRoute) and route.spec.sdk_errors:
+        body["code"] = code
         body["message"] = message
     return body
 

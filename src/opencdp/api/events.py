@@ -78,8 +78,9 @@ def _get_event(services: Services) -> Handler:
     async def get_event(request: Request) -> Response:
         workspace = await read_guard(request, services)
         parse_no_params(query_items(request))
-        event = await services.store.get_event(workspace, request.path_params["eventId"])
-        if event is None:
+        event_id = request.path_params["eventId"]
+        event = None if "\x00" in event_id else await services.store.get_event(workspace, event_id)
+        if event is None:  # (no store can hold a NUL, so no event has one in its id)
             raise EventNotFound()
         return JSONResponse({**event_record(event), "status": event.status})
 

@@ -7,10 +7,11 @@ Two implementations satisfy it: ``SQLiteStore`` (embedded, the default) and
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from opencdp.models import (
     Accepted,
+    BulkProfile,
     Call,
     EventPage,
     EventQuery,
@@ -73,6 +74,14 @@ class Store(ABC):
         workspace has already accepted is not stored again: its ``Accepted`` carries
         the first call's event id and ``duplicate=True``.
         """
+
+    async def bulk_load(self, workspace: Workspace, profiles: Iterable[BulkProfile]) -> int:
+        """Store many profiles and their events at once; return the events stored.
+
+        For loading tools and the benchmark, on consistent data (one profile per
+        ``userId``, none already stored): no identity resolution, no idempotency.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no bulk load")
 
     # -- reads (an unknown workspace simply has no data) ----------------------------
 

@@ -15,7 +15,7 @@ import msgspec
 import uuid_utils
 
 from opencdp.identity import ANON, USER, IdentityKey, ProfileState
-from opencdp.models import Accepted, Call
+from opencdp.models import Accepted, Call, Workspace
 
 _encode = msgspec.json.encode
 
@@ -115,3 +115,31 @@ def profile_from_row(row: Sequence[Any]) -> ProfileState:
         anonymous_ids=row[5], audiences=row[6], created_by=row[7], created_time=row[8],
         first_events=row[9], last_events=row[10], last_activity=row[11], merged_into=row[12],
     )
+
+
+def by_workspace(
+    requests: Sequence[tuple[Workspace, Sequence[Call]]],
+) -> list[tuple[Workspace, list[int], list[Call]]]:
+    """Group commit: the calls of many requests, one list per workspace, arrival order kept.
+
+    Each workspace's calls are then written as one batch (a few statements whatever
+    the number of requests), and ``split_answers`` gives each request its own answers.
+    Applying them in one batch is the same as applying them request after request: a
+    ``messageId`` repeated in a later request is answered as a repeat either way.
+    """
+    groups: dict[Workspace, tuple[list[int], list[Call]]] = {}
+    for index, (workspace, calls) in enumerate(requests):
+        indexes, merged = groups.setdefault(workspace, ([], []))
+        indexes.append(index)
+        merged.extend(calls)
+    return [(workspace, indexes, merged) for workspace, (indexes, merged) in groups.items()]
+
+
+def split_answers(
+    answers: list[Accepted], indexes: list[int], sizes: Sequence[int], into: list[list[Accepted]]
+) -> None:
+    """Hand the answers of one merged batch back to the requests at ``indexes``."""
+    start = 0
+    for index in indexes:
+        into[index] = answers[start : start + sizes[index]]
+        start += sizes[index]

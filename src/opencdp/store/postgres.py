@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -21,6 +21,7 @@ from psycopg_pool import AsyncConnectionPool
 from opencdp.errors import ProfileNotFound, Unavailable
 from opencdp.models import (
     Accepted,
+    BulkProfile,
     Call,
     EventPage,
     EventQuery,
@@ -32,8 +33,10 @@ from opencdp.models import (
     TokenRecord,
     Workspace,
 )
+from opencdp.store import postgres_bulk
 from opencdp.store import postgres_reads as reads
 from opencdp.store.base import Store
+from opencdp.store.batching import by_workspace, split_answers
 from opencdp.store.migrations import load_migrations
 from opencdp.store.postgres_batch import PostgresBatch
 
@@ -127,6 +130,26 @@ class PostgresStore(Store):
         await self._queue.put(_Submission(workspace, calls, future))
         return await future
 
+    async def bulk_load(self, workspace: Workspace, profiles: Iterable[BulkProfile]) -> int:
+        def run() -> int:
+            self.migrate()
+            with psycopg.connect(self.url, autocommit=True) as conn:
+                key = (workspace.client_id, workspace.account_id, workspace.brand_id)
+                conn.execute(
+                    "INSERT INTO workspaces (client_id, account_id, brand_id)"
+                    " VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+                    key,
+                )
+                row = conn.execute(
+                    "SELECT id FROM workspaces"
+                    " WHERE client_id = %s AND account_id = %s AND brand_id = %s",
+                    key,
+                ).fetchone()
+                assert row is not None
+                return postgres_bulk.load(conn, int(row[0]), profiles).events
+
+        return await asyncio.to_thread(run)
+
     async def _run_writer(self) -> None:
         while True:
             group, stopping = await self._take_group()
@@ -168,11 +191,12 @@ class PostgresStore(Store):
     async def _write(self, group: list[_Submission]) -> list[list[Accepted]]:
         created: dict[Workspace, int] = {}
         async with self.pool.connection() as conn, conn.transaction():
-            results = []
-            for submission in group:
-                ws_id = await self._workspace_id(conn, submission.workspace, created)
-                batch = PostgresBatch(conn, ws_id, self.observer)
-                results.append(await batch.write(submission.calls))
+            results: list[list[Accepted]] = [[] for _ in group]
+            sizes = [len(s.calls) for s in group]
+            for workspace, indexes, calls in by_workspace([(s.workspace, s.calls) for s in group]):
+                ws_id = await self._workspace_id(conn, workspace, created)
+                answers = await PostgresBatch(conn, ws_id, self.observer).write(calls)
+                split_answers(answers, indexes, sizes, results)
             if self._ack_before_commit:  # the crash harness's negative control only
                 _settle(group, results)
                 await asyncio.sleep(0.05)

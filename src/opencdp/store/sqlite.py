@@ -11,7 +11,7 @@ import asyncio
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,6 +20,7 @@ import msgspec
 from opencdp.errors import ProfileNotFound
 from opencdp.models import (
     Accepted,
+    BulkProfile,
     Call,
     EventPage,
     EventQuery,
@@ -31,10 +32,12 @@ from opencdp.models import (
     TokenRecord,
     Workspace,
 )
+from opencdp.store import sqlite_bulk
 from opencdp.store import sqlite_reads as reads
 from opencdp.store.base import Store
 from opencdp.store.migrations import load_migrations
 from opencdp.store.sqlite_writer import GroupCommitWriter
+from opencdp.store.token_cache import TokenCache
 
 T = TypeVar("T")
 
@@ -77,6 +80,7 @@ class SQLiteStore(Store):
         self._readers_lock = threading.Lock()
         self._workspace_ids: dict[Workspace, int] = {}
         self._cursor_secret: bytes | None = None
+        self.tokens = TokenCache()
 
     # -- life cycle --------------------------------------------------------------------
 
@@ -138,6 +142,24 @@ class SQLiteStore(Store):
         if not calls:
             return []
         return await self.writer.submit(workspace, calls)
+
+    async def bulk_load(self, workspace: Workspace, profiles: Iterable[BulkProfile]) -> int:
+        """Only on a store that is not started: the writer owns row ids while it runs."""
+        if self._writer is not None:
+            raise RuntimeError("bulk_load needs a store that is not started")
+        self.migrate()
+
+        def run() -> int:
+            conn = connect(self.path)
+            try:
+                ws = _ensure_workspace(conn, workspace)
+                first_pk = conn.execute("SELECT coalesce(max(pk), 0) + 1 FROM profiles")
+                report = sqlite_bulk.load(conn, ws, profiles, int(first_pk.fetchone()[0]))
+                return report.events
+            finally:
+                conn.close()
+
+        return await asyncio.to_thread(run)
 
     # -- reads: in a worker thread, on that thread's read connection --------------------
 
@@ -221,8 +243,17 @@ class SQLiteStore(Store):
         )
 
     async def find_token(self, token_id: str) -> TokenRecord | None:
-        row = self.reader().execute(_TOKEN_SELECT + " WHERE token_id = ?", (token_id,)).fetchone()
-        return None if row is None else _token_from_row(row)
+        conn = self.reader()
+        version = int(conn.execute("PRAGMA data_version").fetchone()[0])
+        cached = self.tokens.get(token_id, version)
+        if cached is not None:
+            return cached
+        row = conn.execute(_TOKEN_SELECT + " WHERE token_id = ?", (token_id,)).fetchone()
+        if row is None:
+            return None
+        record = _token_from_row(row)
+        self.tokens.put(record, version)
+        return record
 
     async def list_tokens(self) -> list[TokenRecord]:
         rows = self.reader().execute(_TOKEN_SELECT + " ORDER BY created_time, token_id")
@@ -233,6 +264,7 @@ class SQLiteStore(Store):
             "UPDATE tokens SET revoked_time = ? WHERE token_id = ? AND revoked_time IS NULL",
             (when, token_id),
         )
+        self.tokens.forget(token_id)
         return changed > 0
 
     def _write_once(self, sql: str, params: tuple[Any, ...]) -> int:
@@ -272,6 +304,16 @@ def _token_from_row(row: tuple[Any, ...]) -> TokenRecord:
         revoked_time=row[7],
         name=row[8],
     )
+
+
+def _ensure_workspace(conn: sqlite3.Connection, workspace: Workspace) -> int:
+    key = (workspace.client_id, workspace.account_id, workspace.brand_id)
+    conn.execute(
+        "INSERT OR IGNORE INTO workspaces (client_id, account_id, brand_id) VALUES (?, ?, ?)", key
+    )
+    found = reads.workspace_id(conn, workspace)
+    assert found is not None
+    return found
 
 
 def _apply_migrations(conn: sqlite3.Connection) -> int:

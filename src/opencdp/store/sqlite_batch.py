@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 
-from opencdp.identity import IdentityGraph, IdentityKey, ProfileState
+from opencdp.identity import IdentityGraph
 from opencdp.models import Accepted, Call
 from opencdp.store.base import StoreObserver
 from opencdp.store.batching import (
@@ -33,21 +33,27 @@ log = logging.getLogger("opencdp.store")
 _encode = msgspec.json.encode
 _decode = msgspec.json.decode
 
-_FIND_MESSAGES = """
-SELECT json_group_array(json_array(e.message_id, e.event_id))
-FROM json_each(?1) j CROSS JOIN events e ON e.workspace_id = ?2 AND e.message_id = j.value
-"""
-_FIND_IDENTITIES = """
-SELECT json_group_array(json_array(i.kind, i.value, i.profile_pk))
-FROM json_each(?1) j
-CROSS JOIN identities i ON i.workspace_id = ?2 AND i.kind = j.value ->> 0 AND i.value = j.value ->> 1
-"""
-_LOAD_PROFILES = """
-SELECT json_group_array(json_array(
-    p.pk, p.id, p.external_id, json(p.traits), json(p.trait_stamps), json(p.anonymous_ids),
-    json(p.audiences), json(p.created_by), p.created_time, json(p.first_events),
-    json(p.last_events), p.last_activity, p.merged_into))
-FROM json_each(?1) j CROSS JOIN profiles p ON p.pk = j.value
+# Everything a batch reads, in one statement (one hand-over of the GIL, not four):
+# the messageIds already stored (?1), the identities the batch names (?2) and their
+# profiles, and the highest profile pk (read inside the write lock: other processes,
+# ``--workers N``, may have created profiles since this writer's last batch).
+_LOAD = """
+WITH named AS (
+    SELECT i.kind, i.value, i.profile_pk FROM json_each(?2) j
+    CROSS JOIN identities i
+        ON i.workspace_id = ?3 AND i.kind = j.value ->> 0 AND i.value = j.value ->> 1
+)
+SELECT
+    (SELECT json_group_array(json_array(e.message_id, e.event_id))
+     FROM json_each(?1) j CROSS JOIN events e
+         ON e.workspace_id = ?3 AND e.message_id = j.value),
+    (SELECT json_group_array(json_array(kind, value, profile_pk)) FROM named),
+    (SELECT json_group_array(json_array(
+        p.pk, p.id, p.external_id, json(p.traits), json(p.trait_stamps),
+        json(p.anonymous_ids), json(p.audiences), json(p.created_by), p.created_time,
+        json(p.first_events), json(p.last_events), p.last_activity, p.merged_into))
+     FROM profiles p WHERE p.pk IN (SELECT profile_pk FROM named)),
+    (SELECT coalesce(max(pk), 0) FROM profiles)
 """
 _SAVE_PROFILES = """
 INSERT INTO profiles (pk, workspace_id, id, external_id, email, traits, trait_stamps,
@@ -80,17 +86,15 @@ FROM json_each(?1) j
 class BatchWriter:
     """Applies calls for one workspace inside the writer's open transaction."""
 
-    def __init__(
-        self, conn: sqlite3.Connection, allocate_pk: Callable[[], int], observer: StoreObserver
-    ) -> None:
+    def __init__(self, conn: sqlite3.Connection, observer: StoreObserver) -> None:
         self._conn = conn
-        self._allocate_pk = allocate_pk
         self._observer = observer
+        self._next_pk = 0
 
     def write(self, workspace_id: int, calls: Sequence[Call]) -> list[Accepted]:
         """Store the calls; one ``Accepted`` per call, repeats answered with the first id."""
-        plan = BatchPlan.make(calls, self._find_stored(workspace_id, calls))
-        graph = self._load_graph(workspace_id, plan.fresh_calls())
+        stored, graph = self._load(workspace_id, calls)
+        plan = BatchPlan.make(calls, stored)
         rows = []
         for index in plan.fresh:
             event_id = new_event_id()
@@ -101,12 +105,25 @@ class BatchWriter:
         self._report(workspace_id, graph)
         return plan.answers()
 
-    def _find_stored(self, workspace_id: int, calls: Sequence[Call]) -> dict[str, str]:
-        """messageId → eventId for the calls' messageIds the workspace already holds."""
-        wanted = message_ids(calls)
-        if not wanted:
-            return {}
-        return dict(_decode(self._scalar(_FIND_MESSAGES, _encode(wanted), workspace_id)))
+    def _load(
+        self, workspace_id: int, calls: Sequence[Call]
+    ) -> tuple[dict[str, str], IdentityGraph]:
+        """messageId → eventId of the calls' repeats, and the identity graph they touch.
+
+        The graph holds every identity the calls name (repeats' too: a harmless superset).
+        """
+        params = (_encode(message_ids(calls)), _encode(identity_keys(calls)), workspace_id)
+        found = self._conn.execute(_LOAD, params).fetchone()
+        stored = dict(_decode(found[0]))
+        identities = {(k, v): pk for k, v, pk in _decode(found[1])}
+        profiles = {row[0]: profile_from_row(row) for row in _decode(found[2])}
+        self._next_pk = int(found[3]) + 1
+        return stored, IdentityGraph(profiles, identities, self._allocate_pk, new_profile_id)
+
+    def _allocate_pk(self) -> int:
+        pk = self._next_pk
+        self._next_pk += 1
+        return pk
 
     def _report(self, workspace_id: int, graph: IdentityGraph) -> None:
         for refusal in graph.refusals:
@@ -115,18 +132,6 @@ class BatchWriter:
                 "identity link refused",
                 extra={"reason": refusal.reason, "workspace_id": workspace_id},
             )
-
-    def _load_graph(self, workspace_id: int, calls: Sequence[Call]) -> IdentityGraph:
-        keys = identity_keys(calls)
-        identities: dict[IdentityKey, int] = {}
-        profiles: dict[int, ProfileState] = {}
-        if keys:
-            found = self._scalar(_FIND_IDENTITIES, _encode(keys), workspace_id)
-            identities = {(k, v): pk for k, v, pk in _decode(found)}
-        if identities:
-            loaded = self._scalar(_LOAD_PROFILES, _encode(sorted(set(identities.values()))))
-            profiles = {row[0]: profile_from_row(row) for row in _decode(loaded)}
-        return IdentityGraph(profiles, identities, self._allocate_pk, new_profile_id)
 
     def _save(self, workspace_id: int, graph: IdentityGraph, rows: list[list[Any]]) -> None:
         if graph.changed:
@@ -144,8 +149,3 @@ class BatchWriter:
             self._conn.execute(
                 "UPDATE identities SET profile_pk = ? WHERE profile_pk = ?", (target, source)
             )
-
-    def _scalar(self, sql: str, *params: Any) -> Any:
-        row = self._conn.execute(sql, params).fetchone()
-        return row[0]
-

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from opencdp.errors import Unavailable
 from opencdp.models import Accepted, Call, Workspace
 from opencdp.store.base import StoreObserver
+from opencdp.store.batching import by_workspace, split_answers
 from opencdp.store.sqlite_batch import BatchWriter
 
 log = logging.getLogger("opencdp.store")
@@ -55,8 +56,7 @@ class GroupCommitWriter:
         self._queued = 0  # calls waiting; read without the lock, an estimate is enough
         self._lock = threading.Lock()
         self._workspaces: dict[Workspace, int] = {}
-        self._next_pk = 0
-        self._batch = BatchWriter(conn, self._allocate_pk, observer)
+        self._batch = BatchWriter(conn, observer)
         self._thread = threading.Thread(target=self._run, name="opencdp-writer", daemon=True)
 
     def start(self) -> None:
@@ -126,13 +126,11 @@ class GroupCommitWriter:
         known_workspaces = dict(self._workspaces)
         self._conn.execute("BEGIN IMMEDIATE")
         try:
-            # Read inside the write lock: other processes (``--workers N``) may have
-            # created profiles since this writer's last batch.
-            row = self._conn.execute("SELECT coalesce(max(pk), 0) FROM profiles").fetchone()
-            self._next_pk = int(row[0]) + 1
-            results = [
-                self._batch.write(self._workspace_id(s.workspace), s.calls) for s in group
-            ]
+            results: list[list[Accepted]] = [[] for _ in group]
+            sizes = [len(s.calls) for s in group]
+            for workspace, indexes, calls in by_workspace([(s.workspace, s.calls) for s in group]):
+                answers = self._batch.write(self._workspace_id(workspace), calls)
+                split_answers(answers, indexes, sizes, results)
             if self._ack_before_commit:
                 _answer_too_early(group, results)
             self._conn.execute("COMMIT")
@@ -158,11 +156,6 @@ class GroupCommitWriter:
         ).fetchone()
         self._workspaces[workspace] = int(row[0])
         return int(row[0])
-
-    def _allocate_pk(self) -> int:
-        pk = self._next_pk
-        self._next_pk += 1
-        return pk
 
 
 def _counts(results: Sequence[list[Accepted] | BaseException]) -> tuple[int, int]:
