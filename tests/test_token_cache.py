@@ -1,5 +1,5 @@
 """The SQLite token cache: most requests run no token query, and a revocation made by
-any process takes effect at once (the cache is keyed by ``PRAGMA data_version``)."""
+any process takes effect at once (the cache is keyed by the shared revocation count)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from opencdp.errors import AuthenticationFailed
 from opencdp.models import Workspace
 from opencdp.store.sqlite import SQLiteStore
 from opencdp.store.token_cache import TokenCache
+from tests.read_fixtures import call
 
 pytestmark = pytest.mark.anyio
 SHOP = Workspace("c1", "a1", "b1")
@@ -37,8 +38,9 @@ async def test_repeated_checks_read_the_token_once(tmp_path: Path) -> None:
         await store.add_token(record)
         statements: list[str] = []
         store.reader().set_trace_callback(statements.append)
-        for _ in range(3):
+        for n in range(3):
             await auth.authorize(store, text, SHOP, "write", unknown_status=403)
+            await store.append_calls(SHOP, [call(user_id=f"u{n}")])  # writes keep the cache
         assert sum("FROM tokens" in s for s in statements) == 1
     finally:
         await store.stop()

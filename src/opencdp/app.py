@@ -11,13 +11,13 @@ from __future__ import annotations
 import logging
 import re
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from contextvars import ContextVar
 from typing import Any
 
 import msgspec
+import uuid_utils
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -174,7 +174,7 @@ def _request_id(headers: list[tuple[bytes, bytes]]) -> bytes:
             if _SANE_REQUEST_ID.fullmatch(value):
                 return value
             break
-    return str(uuid.uuid4()).encode("ascii")
+    return str(uuid_utils.uuid4()).encode("ascii")  # no system call: see token_cache.py
 
 
 async def render_error(request: Request, exc: Exception) -> Response:

@@ -37,7 +37,7 @@ from opencdp.store import sqlite_reads as reads
 from opencdp.store.base import Store
 from opencdp.store.migrations import load_migrations
 from opencdp.store.sqlite_writer import GroupCommitWriter
-from opencdp.store.token_cache import TokenCache
+from opencdp.store.token_cache import RevocationCount, TokenCache, bump_revocations
 
 T = TypeVar("T")
 
@@ -81,11 +81,13 @@ class SQLiteStore(Store):
         self._workspace_ids: dict[Workspace, int] = {}
         self._cursor_secret: bytes | None = None
         self.tokens = TokenCache()
+        self._revocations: RevocationCount | None = None
 
     # -- life cycle --------------------------------------------------------------------
 
     async def start(self) -> None:
         self.migrate()
+        self._revocations = RevocationCount(self._revocations_path)
         writer = GroupCommitWriter(
             connect(self.path),
             batch_max=self._batch_max,
@@ -100,6 +102,9 @@ class SQLiteStore(Store):
         if self._writer is not None:
             await asyncio.to_thread(self._writer.stop)
             self._writer = None
+        if self._revocations is not None:
+            self._revocations.close()
+            self._revocations = None
         with self._readers_lock:
             for conn in self._readers:
                 conn.close()
@@ -243,12 +248,11 @@ class SQLiteStore(Store):
         )
 
     async def find_token(self, token_id: str) -> TokenRecord | None:
-        conn = self.reader()
-        version = int(conn.execute("PRAGMA data_version").fetchone()[0])
+        version = -1 if self._revocations is None else self._revocations.value()
         cached = self.tokens.get(token_id, version)
         if cached is not None:
             return cached
-        row = conn.execute(_TOKEN_SELECT + " WHERE token_id = ?", (token_id,)).fetchone()
+        row = self.reader().execute(_TOKEN_SELECT + " WHERE token_id = ?", (token_id,)).fetchone()
         if row is None:
             return None
         record = _token_from_row(row)
@@ -265,7 +269,12 @@ class SQLiteStore(Store):
             (when, token_id),
         )
         self.tokens.forget(token_id)
+        bump_revocations(self._revocations_path)
         return changed > 0
+
+    @property
+    def _revocations_path(self) -> str:
+        return self.path + "-revocations"
 
     def _write_once(self, sql: str, params: tuple[Any, ...]) -> int:
         """A rare write (tokens) outside the group-commit path, in its own transaction."""

@@ -1,20 +1,26 @@
-"""Token records cached per database version, so most requests run no token query.
+"""Token records cached until a revocation, so requests run no token query.
 
-Without it every request runs a token query; on SQLite that query runs on the event
-loop and hands the GIL to the writer thread, which can keep it for a whole switch
-interval. A cached record is used only while the database is unchanged by any other
-connection since it was read (SQLite's ``PRAGMA data_version``, which is cheap: no
-table is read). Any commit elsewhere (a revocation by ``opencdp tokens revoke``, by
-another server process, or this process's own event writes) makes the next request
-read the token again, so a revocation takes effect at once, and under write load the
-token is read about once per group commit instead of once per request.
+On SQLite a token query would run on the event loop, and every SQLite call there
+hands the GIL to the writer thread, which may keep it for a whole switch interval.
+So each record is cached with the revocation count current when it was read. The
+count lives in a small file beside the database (``<db>-revocations``), mapped into
+memory: reading it is a memory load, with no system call and no GIL hand-over.
+Every revocation, by any process (``opencdp tokens revoke``, another server), bumps
+the count after its commit, so the next request reads the token again: revocation
+takes effect at once. Unknown tokens are never cached, so a new token works at once.
 """
 
 from __future__ import annotations
 
+import fcntl
+import mmap
+import os
+import struct
+
 from opencdp.models import TokenRecord
 
 _MAX_ENTRIES = 10_000
+_COUNT = struct.Struct("<Q")
 
 
 class TokenCache:
@@ -22,7 +28,7 @@ class TokenCache:
         self._records: dict[str, tuple[int, TokenRecord]] = {}
 
     def get(self, token_id: str, version: int) -> TokenRecord | None:
-        """The record read at database ``version``, if that is still the version."""
+        """The record read at revocation count ``version``, if that is still the count."""
         entry = self._records.get(token_id)
         if entry is None or entry[0] != version:
             return None
@@ -35,3 +41,41 @@ class TokenCache:
 
     def forget(self, token_id: str) -> None:
         self._records.pop(token_id, None)
+
+
+class RevocationCount:
+    """The shared revocation count of one database, read through a memory map."""
+
+    def __init__(self, path: str) -> None:
+        fd = _open_sized(path)
+        try:
+            self._map = mmap.mmap(fd, _COUNT.size, access=mmap.ACCESS_READ)
+        finally:
+            os.close(fd)
+
+    def value(self) -> int:
+        return int(_COUNT.unpack_from(self._map)[0])
+
+    def close(self) -> None:
+        self._map.close()
+
+
+def bump_revocations(path: str) -> None:
+    """Add one to the count (under a file lock, so concurrent revocations all count)."""
+    fd = _open_sized(path)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        current = _COUNT.unpack(os.pread(fd, _COUNT.size, 0))[0]
+        os.pwrite(fd, _COUNT.pack(current + 1), 0)
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _open_sized(path: str) -> int:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    if os.fstat(fd).st_size < _COUNT.size:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if os.fstat(fd).st_size < _COUNT.size:
+            os.pwrite(fd, bytes(_COUNT.size), 0)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    return fd
