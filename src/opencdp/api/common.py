@@ -39,7 +39,7 @@ from opencdp.errors import (
     RateLimited,
     UnsupportedMediaType,
 )
-from opencdp.models import Principal, Workspace
+from opencdp.models import BatchItemError, Call, Principal, Workspace
 from opencdp.ratelimit import RateLimiter
 from opencdp.store.base import Store
 
@@ -252,3 +252,25 @@ async def read_body(request: Request, limit: int) -> bytes:
         if not message.get("more_body", False):
             break
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def store_batch(
+    request: Request,
+    services: Services,
+    workspace: Workspace,
+    calls: list[Call | None],
+    problems: list[BatchItemError],
+) -> Response:
+    """Store a batch's valid calls; ``eventIds`` in input order, ``null`` where refused.
+
+    When no call is valid the answer is 400 with the same ``errors`` list.
+    """
+    valid = [call for call in calls if call is not None]
+    if not valid:
+        message = "batch: no call was valid; see errors"
+        rejected = error_body(request.scope, "validation_error", message)
+        rejected["errors"] = problems
+        return JSONResponse(rejected, status_code=400)
+    accepted = iter(await services.store.append_calls(workspace, valid))
+    event_ids = [None if call is None else next(accepted).event_id for call in calls]
+    return JSONResponse({"success": True, "eventIds": event_ids, "errors": problems})

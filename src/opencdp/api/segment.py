@@ -35,8 +35,8 @@ from opencdp.api.common import (
     add_header,
     check_content_type,
     check_declared_size,
-    error_body,
     read_body,
+    store_batch,
 )
 from opencdp.api.tracking import BatchAccepted, CallAccepted
 from opencdp.auth import authorize, secret_matches, split_token
@@ -144,15 +144,7 @@ def _batch_handler(services: Services, *, any_content_type: bool) -> Handler:
         calls, problems = segment.parse_messages(
             body, received_time=received_time, client_ip=client_ip
         )
-        valid = [call for call in calls if call is not None]
-        if not valid:
-            message = "batch: no call was valid; see errors"
-            rejected = error_body(request.scope, "validation_error", message)
-            rejected["errors"] = problems
-            return JSONResponse(rejected, status_code=400)
-        accepted = iter(await services.store.append_calls(workspace, valid))
-        event_ids = [None if call is None else next(accepted).event_id for call in calls]
-        return JSONResponse({"success": True, "eventIds": event_ids, "errors": problems})
+        return await store_batch(request, services, workspace, calls, problems)
 
     return segment_batch
 

@@ -23,9 +23,9 @@ from opencdp.api.common import (
     JSONResponse,
     Services,
     add_header,
-    error_body,
     guard,
     read_body,
+    store_batch,
     workspace_of,
 )
 from opencdp.ingest import decode_json_object, parse_batch, parse_call
@@ -98,15 +98,7 @@ async def _store_batch(
     client_ip: str | None,
 ) -> Response:
     calls, problems = parse_batch(body, received_time=received_time, client_ip=client_ip)
-    valid = [call for call in calls if call is not None]
-    if not valid:
-        message = "batch: no call was valid; see errors"
-        rejected = error_body(request.scope, "validation_error", message)
-        rejected["errors"] = problems
-        return JSONResponse(rejected, status_code=400)
-    accepted = iter(await services.store.append_calls(workspace, valid))
-    event_ids = [None if call is None else next(accepted).event_id for call in calls]
-    return JSONResponse({"success": True, "eventIds": event_ids, "errors": problems})
+    return await store_batch(request, services, workspace, calls, problems)
 
 
 def _preflight(origin: str | None) -> Response:

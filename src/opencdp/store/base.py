@@ -39,6 +39,19 @@ class StoreObserver:
         """An identity link or merge was refused by a guardrail."""
 
 
+class ObserverOf(StoreObserver):
+    """Forwards to whatever observer ``store`` has now (it may be set after start)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def committed(self, calls: int, duplicates: int) -> None:
+        self._store.observer.committed(calls, duplicates)
+
+    def refused(self, reason: str) -> None:
+        self._store.observer.refused(reason)
+
+
 class Store(ABC):
     """Durable home of events, profiles and tokens.
 

@@ -34,7 +34,7 @@ from opencdp.models import (
 )
 from opencdp.store import sqlite_bulk
 from opencdp.store import sqlite_reads as reads
-from opencdp.store.base import Store
+from opencdp.store.base import ObserverOf, Store
 from opencdp.store.migrations import load_migrations
 from opencdp.store.sqlite_writer import GroupCommitWriter
 from opencdp.store.token_cache import RevocationCount, TokenCache, bump_revocations
@@ -92,7 +92,7 @@ class SQLiteStore(Store):
             connect(self.path),
             batch_max=self._batch_max,
             queue_max=self._queue_max,
-            observer=self.observer,
+            observer=ObserverOf(self),
             ack_before_commit=self._ack_before_commit,
         )
         writer.start()
