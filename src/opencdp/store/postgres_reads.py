@@ -27,19 +27,15 @@ from opencdp.models import (
     StoredProfile,
     Workspace,
 )
+from opencdp.store import event_sql as sql
 
 Conn = AsyncConnection[Any]
 _MAX_MERGE_HOPS = 64
 
-_EVENT_COLUMNS = (
-    "e.event_id, e.action, e.event_time, e.received_time, e.user_id, e.anonymous_id, e.raw,"
-    " p.id, p.external_id, coalesce(p.email, '')"
-)
 _PROFILE_COLUMNS = (
     "pk, id, external_id, traits, anonymous_ids, audiences, created_by, created_time,"
     " last_activity, first_events, last_events"
 )
-_KEY = ("e.event_time", "e.received_time", "e.event_id")
 
 
 async def rows(conn: Conn, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -206,7 +202,7 @@ async def events_by_ids(conn: Conn, ws: int, event_ids: Sequence[str]) -> list[S
         return []
     found = await rows(
         conn,
-        f"SELECT {_EVENT_COLUMNS} FROM events e JOIN profiles p ON p.pk = e.profile_pk"
+        f"SELECT {sql.EVENT_COLUMNS} FROM events e JOIN profiles p ON p.pk = e.profile_pk"
         " WHERE e.event_id = ANY(%s) AND e.workspace_id = %s",
         (list(event_ids), ws),
     )
@@ -225,26 +221,22 @@ async def workspace_of(conn: Conn, ws: int) -> Workspace:
 
 
 async def list_events(conn: Conn, ws: int, query: EventQuery) -> EventPage:
-    walks = await _walks(conn, ws, query)
-    if not walks:
+    """A page of the query's events and its capped total (see ``event_sql``)."""
+    ranges = sql.walks(ws, query, await _profile_pks(conn, ws, query))
+    if not ranges:
         return EventPage(0, [])
-    filters = _Filters(query)
+    filters = sql.Filters(sql.POSTGRES, query)
     total = 0
-    for walk in walks:
-        total += await _count(conn, walk, filters)
+    for walk in ranges:
+        row = await one(conn, *sql.count_sql(filters, walk))
+        total += 0 if row is None else int(row[0])
     workspace = await workspace_of(conn, ws)
-    found = await _page_rows(conn, walks, filters, query)
+    found = await rows(conn, *sql.page_sql(filters, ranges, query))
     return EventPage(min(total, MAX_TOTAL), [_event(row, workspace) for row in found])
 
 
-class _Walk:
-    """One index range: the equality terms that pick it."""
-
-    def __init__(self, where: str, params: list[Any]) -> None:
-        self.where, self.params = where, params
-
-
-async def _walks(conn: Conn, ws: int, query: EventQuery) -> list[_Walk]:
+async def _profile_pks(conn: Conn, ws: int, query: EventQuery) -> list[int] | None:
+    """The profiles a query is limited to (None: not limited to customers)."""
     pks: list[int] | None = None
     if query.profile is not None:
         pks = await resolve(conn, ws, query.profile)
@@ -253,94 +245,7 @@ async def _walks(conn: Conn, ws: int, query: EventQuery) -> list[_Walk]:
     if query.user_id is not None:
         users = await resolve(conn, ws, ProfileRef("userId", query.user_id))
         pks = users if pks is None else [pk for pk in pks if pk in users]
-    if pks is not None:
-        same = "e.workspace_id = %s AND e.profile_pk = %s"
-        return [_Walk(same, [ws, pk]) for pk in pks]
-    if query.include:
-        actions = [a for a in query.include if a not in query.exclude]
-        return [_Walk("e.workspace_id = %s AND e.action = %s", [ws, a]) for a in actions]
-    return [_Walk("e.workspace_id = %s", [ws])]
-
-
-class _Filters:
-    """The terms every walk checks: actions, time window, properties (and the keyset)."""
-
-    def __init__(self, query: EventQuery) -> None:
-        terms: list[str] = []
-        params: list[Any] = []
-        if (query.profile is not None or query.user_id is not None) and query.include:
-            terms.append("e.action = ANY(%s)")
-            params.append(list(query.include))
-        if query.exclude:
-            terms.append("NOT (e.action = ANY(%s))")
-            params.append(list(query.exclude))
-        if query.start is not None:
-            terms.append("e.event_time >= %s")
-            params.append(query.start)
-        if query.end is not None:
-            terms.append("e.event_time < %s")
-            params.append(query.end)
-        for path, value in query.properties:
-            terms.append("(e.raw #>> %s::text[]) = %s")
-            params += [["properties", *path.split(".")], value]
-        self.terms, self.params = terms, params
-        self.direction = "ASC" if query.sort == "asc" else "DESC"
-        self.keyset: list[str] = []
-        self.keyset_params: list[Any] = []
-        if query.after is not None:
-            op = ">" if query.sort == "asc" else "<"
-            self.keyset = [f"({', '.join(_KEY)}) {op} (%s, %s, %s)"]
-            after = query.after
-            self.keyset_params = [after.event_time, after.received_time, after.event_id]
-
-    def where(self, walk: _Walk, *, keyset: bool) -> tuple[str, list[Any]]:
-        terms = [walk.where, *self.terms, *(self.keyset if keyset else ())]
-        params = [*walk.params, *self.params, *(self.keyset_params if keyset else ())]
-        return " AND ".join(terms), params
-
-    @property
-    def order(self) -> str:
-        return ", ".join(f"{column} {self.direction}" for column in _KEY)
-
-
-async def _count(conn: Conn, walk: _Walk, filters: _Filters) -> int:
-    where, params = filters.where(walk, keyset=False)
-    row = await one(
-        conn,
-        f"SELECT count(*) FROM (SELECT 1 FROM events e WHERE {where} LIMIT {MAX_TOTAL}) s",
-        params,
-    )
-    assert row is not None
-    return int(row[0])
-
-
-async def _page_rows(
-    conn: Conn, walks: list[_Walk], filters: _Filters, query: EventQuery
-) -> list[Any]:
-    join = "JOIN profiles p ON p.pk = e.profile_pk"
-    if len(walks) == 1:
-        where, params = filters.where(walks[0], keyset=True)
-        sql = (
-            f"SELECT {_EVENT_COLUMNS} FROM events e {join}"
-            f" WHERE {where} ORDER BY {filters.order} LIMIT %s OFFSET %s"
-        )
-        return await rows(conn, sql, (*params, query.size, query.offset))
-    arms, params = [], []
-    for walk in walks:
-        where, arm_params = filters.where(walk, keyset=True)
-        arms.append(
-            "(SELECT e.seq, e.event_time, e.received_time, e.event_id FROM events e"
-            f" WHERE {where} ORDER BY {filters.order} LIMIT %s)"
-        )
-        params += [*arm_params, query.offset + query.size]
-    direction = filters.direction
-    sql = (
-        f"WITH page AS ({' UNION ALL '.join(arms)}"
-        f" ORDER BY 2 {direction}, 3 {direction}, 4 {direction} LIMIT %s OFFSET %s)"
-        f" SELECT {_EVENT_COLUMNS} FROM page JOIN events e ON e.seq = page.seq {join}"
-        f" ORDER BY {filters.order}"
-    )
-    return await rows(conn, sql, (*params, query.size, query.offset))
+    return pks
 
 
 def _event(row: Sequence[Any], workspace: Workspace) -> StoredEvent:

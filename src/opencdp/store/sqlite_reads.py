@@ -22,7 +22,6 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -40,19 +39,15 @@ from opencdp.models import (
     StoredProfile,
     Workspace,
 )
+from opencdp.store import event_sql as sql
 
 _decode = msgspec.json.decode
 _MAX_MERGE_HOPS = 64
 
-_EVENT_COLUMNS = (
-    "e.event_id, e.action, e.event_time, e.received_time, e.user_id, e.anonymous_id, e.raw,"
-    " p.id, p.external_id, coalesce(p.email, '')"
-)
 _PROFILE_COLUMNS = (
     "pk, id, external_id, traits, anonymous_ids, audiences, created_by, created_time,"
     " last_activity, first_events, last_events"
 )
-_KEY = ("e.event_time", "e.received_time", "e.event_id")
 
 
 @contextmanager
@@ -211,7 +206,7 @@ def events_by_ids(conn: sqlite3.Connection, ws: int, event_ids: Sequence[str]) -
         return []
     marks = ", ".join("?" * len(event_ids))
     rows = conn.execute(
-        f"SELECT {_EVENT_COLUMNS} FROM events e INDEXED BY events_by_event_id"
+        f"SELECT {sql.EVENT_COLUMNS} FROM events e INDEXED BY events_by_event_id"
         " CROSS JOIN profiles p ON p.pk = e.profile_pk"
         f" WHERE e.event_id IN ({marks}) AND e.workspace_id = ?",
         (*event_ids, ws),
@@ -230,27 +225,19 @@ def workspace_of(conn: sqlite3.Connection, ws: int) -> Workspace:
 
 
 def list_events(conn: sqlite3.Connection, ws: int, query: EventQuery) -> EventPage:
-    """A page of the query's events and its capped total (see the module's notes)."""
-    walks = _walks(conn, ws, query)
-    if not walks:
+    """A page of the query's events and its capped total (see ``event_sql``)."""
+    ranges = sql.walks(ws, query, _profile_pks(conn, ws, query))
+    if not ranges:
         return EventPage(0, [])
-    filters = _Filters(query)
-    total = sum(_count(conn, walk, filters) for walk in walks)
+    filters = sql.Filters(sql.SQLITE, query)
+    total = sum(int(conn.execute(*sql.count_sql(filters, walk)).fetchone()[0]) for walk in ranges)
     workspace = workspace_of(conn, ws)
-    rows = _page_rows(conn, walks, filters, query)
+    rows = conn.execute(*sql.page_sql(filters, ranges, query)).fetchall()
     return EventPage(min(total, MAX_TOTAL), [_event(row, workspace) for row in rows])
 
 
-@dataclass(frozen=True, slots=True)
-class _Walk:
-    """One index walk: the index, and the equality terms that pick its range."""
-
-    index: str
-    where: str
-    params: list[Any]
-
-
-def _walks(conn: sqlite3.Connection, ws: int, query: EventQuery) -> list[_Walk]:
+def _profile_pks(conn: sqlite3.Connection, ws: int, query: EventQuery) -> list[int] | None:
+    """The profiles a query is limited to (None: not limited to customers)."""
     pks: list[int] | None = None
     if query.profile is not None:
         pks = resolve(conn, ws, query.profile)
@@ -259,102 +246,7 @@ def _walks(conn: sqlite3.Connection, ws: int, query: EventQuery) -> list[_Walk]:
     if query.user_id is not None:
         users = resolve(conn, ws, ProfileRef("userId", query.user_id))
         pks = users if pks is None else [pk for pk in pks if pk in users]
-    if pks is not None:
-        same_ws = "e.workspace_id = ? AND e.profile_pk = ?"
-        return [_Walk("events_by_profile", same_ws, [ws, pk]) for pk in pks]
-    if query.include:
-        actions = [a for a in query.include if a not in query.exclude]
-        where = "e.workspace_id = ? AND e.action = ?"
-        return [_Walk("events_by_action", where, [ws, action]) for action in actions]
-    return [_Walk("events_by_time", "e.workspace_id = ?", [ws])]
-
-
-class _Filters:
-    """The terms every walk checks: actions, time window, properties (and the keyset)."""
-
-    def __init__(self, query: EventQuery) -> None:
-        terms: list[str] = []
-        params: list[Any] = []
-        if query.profile is not None or query.user_id is not None:
-            if query.include:
-                terms.append(f"e.action IN ({', '.join('?' * len(query.include))})")
-                params += query.include
-        if query.exclude:
-            terms.append(f"e.action NOT IN ({', '.join('?' * len(query.exclude))})")
-            params += query.exclude
-        if query.start is not None:
-            terms.append("e.event_time >= ?")
-            params.append(query.start)
-        if query.end is not None:
-            terms.append("e.event_time < ?")
-            params.append(query.end)
-        for path, value in query.properties:
-            terms.append("(e.raw -> ?) IN (json_quote(?), ?)")
-            params += [json_path(path), value, value]
-        self.terms, self.params = terms, params
-        self.direction = "ASC" if query.sort == "asc" else "DESC"
-        self.keyset: list[str] = []
-        self.keyset_params: list[Any] = []
-        if query.after is not None:
-            op = ">" if query.sort == "asc" else "<"
-            self.keyset = [f"({', '.join(_KEY)}) {op} (?, ?, ?)"]
-            after = query.after
-            self.keyset_params = [after.event_time, after.received_time, after.event_id]
-
-    def where(self, walk: _Walk, *, keyset: bool) -> tuple[str, list[Any]]:
-        terms = [walk.where, *self.terms, *(self.keyset if keyset else ())]
-        params = [*walk.params, *self.params, *(self.keyset_params if keyset else ())]
-        return " AND ".join(terms), params
-
-    @property
-    def order(self) -> str:
-        return ", ".join(f"{column} {self.direction}" for column in _KEY)
-
-
-def json_path(dotted: str) -> str:
-    """``a.b`` → ``$.properties."a"."b"`` (keys quoted, so any other character is literal)."""
-    return "$.properties" + "".join(f'."{key}"' for key in dotted.split("."))
-
-
-def _count(conn: sqlite3.Connection, walk: _Walk, filters: _Filters) -> int:
-    where, params = filters.where(walk, keyset=False)
-    row = conn.execute(
-        f"SELECT count(*) FROM (SELECT 1 FROM events e INDEXED BY {walk.index}"
-        f" WHERE {where} LIMIT {MAX_TOTAL})",
-        params,
-    ).fetchone()
-    return int(row[0])
-
-
-def _page_rows(
-    conn: sqlite3.Connection, walks: list[_Walk], filters: _Filters, query: EventQuery
-) -> list[Any]:
-    join = "CROSS JOIN profiles p ON p.pk = e.profile_pk"
-    if len(walks) == 1:
-        where, params = filters.where(walks[0], keyset=True)
-        sql = (
-            f"SELECT {_EVENT_COLUMNS} FROM events e INDEXED BY {walks[0].index} {join}"
-            f" WHERE {where} ORDER BY {filters.order} LIMIT ? OFFSET ?"
-        )
-        return conn.execute(sql, (*params, query.size, query.offset)).fetchall()
-    arms, params = [], []
-    for walk in walks:
-        where, arm_params = filters.where(walk, keyset=True)
-        arms.append(
-            "SELECT * FROM (SELECT e.seq, e.event_time, e.received_time, e.event_id"
-            f" FROM events e INDEXED BY {walk.index} WHERE {where}"
-            f" ORDER BY {filters.order} LIMIT ?)"
-        )
-        params += [*arm_params, query.offset + query.size]
-    direction = filters.direction
-    sql = (
-        f"WITH page (seq, event_time, received_time, event_id) AS ("
-        f"{' UNION ALL '.join(arms)}"
-        f" ORDER BY 2 {direction}, 3 {direction}, 4 {direction} LIMIT ? OFFSET ?)"
-        f" SELECT {_EVENT_COLUMNS} FROM page CROSS JOIN events e ON e.seq = page.seq {join}"
-        f" ORDER BY {filters.order}"
-    )
-    return conn.execute(sql, (*params, query.size, query.offset)).fetchall()
+    return pks
 
 
 def _event(row: Sequence[Any], workspace: Workspace) -> StoredEvent:
