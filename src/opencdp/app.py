@@ -220,6 +220,22 @@ class JsonFormatter(logging.Formatter):
         return msgspec.json.encode(entry).decode()
 
 
+def uvicorn_logging(level: str = "info") -> dict[str, Any]:
+    """uvicorn's own log lines (start, stop, errors) as the same JSON lines."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": JsonFormatter}},
+        "handlers": {
+            "stderr": {"class": "logging.StreamHandler", "formatter": "json"},
+        },
+        "loggers": {
+            "uvicorn": {"handlers": ["stderr"], "level": level.upper(), "propagate": False},
+            "uvicorn.access": {"handlers": [], "propagate": False},
+        },
+    }
+
+
 def configure_logging(level: str = "info") -> None:
     """Send the ``opencdp`` loggers to stderr as JSON lines (idempotent)."""
     logger = logging.getLogger("opencdp")

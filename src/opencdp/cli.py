@@ -69,6 +69,8 @@ def serve(
     """Migrate the database, then serve the HTTP APIs until SIGTERM or Ctrl-C."""
     import uvicorn
 
+    from opencdp.app import uvicorn_logging
+
     chosen: dict[str, Any] = {
         "host": host,
         "port": port,
@@ -96,6 +98,7 @@ def serve(
         lifespan="on",
         access_log=False,
         log_level=settings.log_level,
+        log_config=uvicorn_logging(settings.log_level),
         timeout_graceful_shutdown=10,
     )
 
