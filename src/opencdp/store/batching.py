@@ -7,6 +7,7 @@ identity links, merges and events.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -143,3 +144,17 @@ def split_answers(
     for index in indexes:
         into[index] = answers[start : start + sizes[index]]
         start += sizes[index]
+
+
+def settle(
+    futures: Sequence[asyncio.Future[list[Accepted]]],
+    results: Sequence[list[Accepted] | BaseException],
+) -> None:
+    """Answer the waiting requests of a group commit (skipping any that gave up)."""
+    for future, result in zip(futures, results, strict=True):
+        if future.done():
+            continue
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)

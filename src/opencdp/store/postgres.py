@@ -33,10 +33,10 @@ from opencdp.models import (
     TokenRecord,
     Workspace,
 )
-from opencdp.store import postgres_bulk
+from opencdp.store import postgres_bulk, read_sql
 from opencdp.store import postgres_reads as reads
 from opencdp.store.base import Store
-from opencdp.store.batching import by_workspace, split_answers
+from opencdp.store.batching import by_workspace, settle, split_answers
 from opencdp.store.migrations import load_migrations
 from opencdp.store.postgres_batch import PostgresBatch
 
@@ -179,7 +179,7 @@ class PostgresStore(Store):
         self._queued -= sum(len(s.calls) for s in group)
         answered = [a for r in results if not isinstance(r, BaseException) for a in r]
         self.observer.committed(len(answered), sum(1 for a in answered if a.duplicate))
-        _settle(group, results)
+        settle([s.future for s in group], results)
 
     async def _write_alone(self, submission: _Submission) -> list[Accepted] | BaseException:
         try:
@@ -198,7 +198,7 @@ class PostgresStore(Store):
                 answers = await PostgresBatch(conn, ws_id, self.observer).write(calls)
                 split_answers(answers, indexes, sizes, results)
             if self._ack_before_commit:  # the crash harness's negative control only
-                _settle(group, results)
+                settle([s.future for s in group], results)
                 await asyncio.sleep(0.05)
         self._workspaces.update(created)  # only once committed: a rollback undoes them
         return results
@@ -295,13 +295,13 @@ class PostgresStore(Store):
 
     async def find_token(self, token_id: str) -> TokenRecord | None:
         async with self.pool.connection() as conn:
-            cursor = await conn.execute(_TOKEN_SELECT + " WHERE token_id = %s", (token_id,))
+            cursor = await conn.execute(read_sql.TOKEN_SELECT + " WHERE token_id = %s", (token_id,))
             row = await cursor.fetchone()
         return None if row is None else _token_from_row(row)
 
     async def list_tokens(self) -> list[TokenRecord]:
         async with self.pool.connection() as conn:
-            cursor = await conn.execute(_TOKEN_SELECT + " ORDER BY created_time, token_id")
+            cursor = await conn.execute(read_sql.TOKEN_SELECT + " ORDER BY created_time, token_id")
             return [_token_from_row(row) for row in await cursor.fetchall()]
 
     async def revoke_token(self, token_id: str, when: int) -> bool:
@@ -313,35 +313,12 @@ class PostgresStore(Store):
             return cursor.rowcount > 0
 
 
-def _settle(group: list[_Submission], results: Sequence[list[Accepted] | BaseException]) -> None:
-    for submission, result in zip(group, results, strict=True):
-        if submission.future.done():
-            continue
-        if isinstance(result, BaseException):
-            submission.future.set_exception(result)
-        else:
-            submission.future.set_result(result)
-
-
-_TOKEN_SELECT = (
-    "SELECT token_id, secret_hash, client_id, accounts, brands, scopes, created_time,"
-    " revoked_time, name FROM tokens"
-)
-
-
 def _jsonb(values: Sequence[str] | None) -> Jsonb | None:
     return None if values is None else Jsonb(list(values))
 
 
 def _token_from_row(row: tuple[Any, ...]) -> TokenRecord:
-    def as_tuple(values: list[str] | None) -> tuple[str, ...] | None:
-        return None if values is None else tuple(values)
-
-    return TokenRecord(
-        token_id=row[0], secret_hash=bytes(row[1]), client_id=row[2],
-        accounts=as_tuple(row[3]), brands=as_tuple(row[4]), scopes=as_tuple(row[5]) or (),
-        created_time=row[6], revoked_time=row[7], name=row[8],
-    )
+    return read_sql.token_from_row(row, list)
 
 
 def _apply_migrations(conn: psycopg.Connection[Any]) -> int:

@@ -19,7 +19,6 @@ from opencdp.models import (
     MAX_TOTAL,
     EventPage,
     EventQuery,
-    ProfileKey,
     ProfilePage,
     ProfileQuery,
     ProfileRef,
@@ -27,15 +26,11 @@ from opencdp.models import (
     StoredProfile,
     Workspace,
 )
-from opencdp.store import event_sql as sql
+from opencdp.store import read_sql as sql
 
 Conn = AsyncConnection[Any]
 _MAX_MERGE_HOPS = 64
 
-_PROFILE_COLUMNS = (
-    "pk, id, external_id, traits, anonymous_ids, audiences, created_by, created_time,"
-    " last_activity, first_events, last_events"
-)
 
 
 async def rows(conn: Conn, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -106,9 +101,9 @@ async def find_profiles(
     if not pks:
         return []
     found = await rows(
-        conn, f"SELECT {_PROFILE_COLUMNS} FROM profiles WHERE pk = ANY(%s) ORDER BY pk", (pks,)
+        conn, f"SELECT {sql.PROFILE_COLUMNS} FROM profiles WHERE pk = ANY(%s) ORDER BY pk", (pks,)
     )
-    profiles = [_profile(row) for row in found]
+    profiles = [sql.stored_profile(row, _as_is) for row in found]
     if with_events:
         for row, profile in zip(found, profiles, strict=True):
             await _attach_events(conn, ws, profile, row[9], row[10])
@@ -123,70 +118,25 @@ async def _attach_events(
     last: dict[str, list[Any]],
 ) -> None:
     """Fill first/last events from the stamps' event ids: a look-up each, never a scan."""
-    wanted = sorted({stamp[2] for stamp in (*first.values(), *last.values())})
+    wanted = sql.stamped_event_ids(first, last)
     found = {event.event_id: event for event in await events_by_ids(conn, ws, wanted)}
-    profile.first_events = {a: found[s[2]] for a, s in first.items() if s[2] in found}
-    profile.last_events = {a: found[s[2]] for a, s in last.items() if s[2] in found}
+    sql.attach_events(profile, first, last, found)
 
 
 async def list_profiles(conn: Conn, ws: int, query: ProfileQuery) -> ProfilePage:
     if query.sort == "created":
-        found = await _created_rows(conn, ws, query)
+        found = await rows(conn, *sql.created_sql(sql.POSTGRES, ws, query))
     else:
-        found = await _active_rows(conn, ws, query)
-    last = None if not found else ProfileKey(found[-1][8], int(found[-1][0]))
-    return ProfilePage([_profile(row) for row in found], last or query.after)
-
-
-async def _created_rows(conn: Conn, ws: int, query: ProfileQuery) -> list[Any]:
-    after = -1 if query.after is None else query.after.seq
-    return await rows(
-        conn,
-        f"SELECT {_PROFILE_COLUMNS} FROM profiles"
-        " WHERE workspace_id = %s AND merged_into IS NULL AND pk > %s ORDER BY pk LIMIT %s",
-        (ws, after, query.size),
-    )
-
-
-async def _active_rows(conn: Conn, ws: int, query: ProfileQuery) -> list[Any]:
-    """Most recent activity first; profiles never active (NULL) come last, newest first."""
-    after = query.after
-    found: list[Any] = []
-    if after is None or after.last_activity is not None:
-        keyset = "" if after is None else " AND (last_activity, pk) < (%s, %s)"
-        params = [] if after is None else [after.last_activity, after.seq]
-        found = await _by_activity(conn, "IS NOT NULL" + keyset, [ws, *params, query.size])
-    if len(found) < query.size:
-        below = after is not None and after.last_activity is None
-        keyset = " AND pk < %s" if below else ""
-        params = [after.seq] if after is not None and below else []
-        found += await _by_activity(
-            conn, "IS NULL" + keyset, [ws, *params, query.size - len(found)]
-        )
-    return found
-
-
-async def _by_activity(conn: Conn, condition: str, params: list[Any]) -> list[Any]:
-    return await rows(
-        conn,
-        f"SELECT {_PROFILE_COLUMNS} FROM profiles"
-        f" WHERE workspace_id = %s AND merged_into IS NULL AND last_activity {condition}"
-        " ORDER BY last_activity DESC, pk DESC LIMIT %s",
-        params,
-    )
-
-
-def _profile(row: Sequence[Any]) -> StoredProfile:
-    return StoredProfile(
-        id=row[1],
-        external_id=row[2],
-        traits=row[3],
-        anonymous_ids=row[4],
-        audiences=row[5],
-        created_by=row[6],
-        created_time=row[7],
-        last_activity_time=row[8],
-    )
+        found = []
+        for active in (True, False):
+            if len(found) >= query.size:
+                break
+            left = query.size - len(found)
+            step = sql.activity_sql(sql.POSTGRES, ws, query.after, left, active=active)
+            if step is not None:
+                found += await rows(conn, *step)
+    last = sql.profile_key(found[-1]) if found else query.after
+    return ProfilePage([sql.stored_profile(row, _as_is) for row in found], last)
 
 
 # -- events ----------------------------------------------------------------------------
@@ -221,7 +171,7 @@ async def workspace_of(conn: Conn, ws: int) -> Workspace:
 
 
 async def list_events(conn: Conn, ws: int, query: EventQuery) -> EventPage:
-    """A page of the query's events and its capped total (see ``event_sql``)."""
+    """A page of the query's events and its capped total (see ``read_sql``)."""
     ranges = sql.walks(ws, query, await _profile_pks(conn, ws, query))
     if not ranges:
         return EventPage(0, [])
@@ -249,16 +199,9 @@ async def _profile_pks(conn: Conn, ws: int, query: EventQuery) -> list[int] | No
 
 
 def _event(row: Sequence[Any], workspace: Workspace) -> StoredEvent:
-    return StoredEvent(
-        event_id=row[0],
-        event_action=row[1],
-        event_time=row[2],
-        received_time=row[3],
-        user_id=row[4],
-        anonymous_id=row[5],
-        raw=row[6],
-        profile_id=row[7],
-        external_id=row[8],
-        email=row[9],
-        workspace=workspace,
-    )
+    return sql.stored_event(row, workspace, _as_is)
+
+
+def _as_is(value: Any) -> Any:
+    """psycopg has already decoded JSONB columns."""
+    return value

@@ -32,7 +32,7 @@ from opencdp.models import (
     TokenRecord,
     Workspace,
 )
-from opencdp.store import sqlite_bulk
+from opencdp.store import read_sql, sqlite_bulk
 from opencdp.store import sqlite_reads as reads
 from opencdp.store.base import ObserverOf, Store
 from opencdp.store.migrations import load_migrations
@@ -252,7 +252,8 @@ class SQLiteStore(Store):
         cached = self.tokens.get(token_id, version)
         if cached is not None:
             return cached
-        row = self.reader().execute(_TOKEN_SELECT + " WHERE token_id = ?", (token_id,)).fetchone()
+        select = read_sql.TOKEN_SELECT + " WHERE token_id = ?"
+        row = self.reader().execute(select, (token_id,)).fetchone()
         if row is None:
             return None
         record = _token_from_row(row)
@@ -260,7 +261,7 @@ class SQLiteStore(Store):
         return record
 
     async def list_tokens(self) -> list[TokenRecord]:
-        rows = self.reader().execute(_TOKEN_SELECT + " ORDER BY created_time, token_id")
+        rows = self.reader().execute(read_sql.TOKEN_SELECT + " ORDER BY created_time, token_id")
         return [_token_from_row(row) for row in rows.fetchall()]
 
     async def revoke_token(self, token_id: str, when: int) -> bool:
@@ -288,31 +289,12 @@ class SQLiteStore(Store):
             conn.close()
 
 
-_TOKEN_SELECT = (
-    "SELECT token_id, secret_hash, client_id, accounts, brands, scopes, created_time,"
-    " revoked_time, name FROM tokens"
-)
-
-
 def _json_list(values: Sequence[str] | None) -> str | None:
     return None if values is None else msgspec.json.encode(list(values)).decode()
 
 
 def _token_from_row(row: tuple[Any, ...]) -> TokenRecord:
-    def as_tuple(text: str | None) -> tuple[str, ...] | None:
-        return None if text is None else tuple(msgspec.json.decode(text))
-
-    return TokenRecord(
-        token_id=row[0],
-        secret_hash=bytes(row[1]),
-        client_id=row[2],
-        accounts=as_tuple(row[3]),
-        brands=as_tuple(row[4]),
-        scopes=as_tuple(row[5]) or (),
-        created_time=row[6],
-        revoked_time=row[7],
-        name=row[8],
-    )
+    return read_sql.token_from_row(row, msgspec.json.decode)
 
 
 def _ensure_workspace(conn: sqlite3.Connection, workspace: Workspace) -> int:

@@ -31,7 +31,6 @@ from opencdp.models import (
     MAX_TOTAL,
     EventPage,
     EventQuery,
-    ProfileKey,
     ProfilePage,
     ProfileQuery,
     ProfileRef,
@@ -39,15 +38,11 @@ from opencdp.models import (
     StoredProfile,
     Workspace,
 )
-from opencdp.store import event_sql as sql
+from opencdp.store import read_sql as sql
 
 _decode = msgspec.json.decode
 _MAX_MERGE_HOPS = 64
 
-_PROFILE_COLUMNS = (
-    "pk, id, external_id, traits, anonymous_ids, audiences, created_by, created_time,"
-    " last_activity, first_events, last_events"
-)
 
 
 @contextmanager
@@ -115,9 +110,9 @@ def find_profiles(
         return []
     marks = ", ".join("?" * len(pks))
     rows = conn.execute(
-        f"SELECT {_PROFILE_COLUMNS} FROM profiles WHERE pk IN ({marks}) ORDER BY pk", pks
+        f"SELECT {sql.PROFILE_COLUMNS} FROM profiles WHERE pk IN ({marks}) ORDER BY pk", pks
     ).fetchall()
-    profiles = [_profile(row) for row in rows]
+    profiles = [sql.stored_profile(row, _decode) for row in rows]
     if with_events:
         for row, profile in zip(rows, profiles, strict=True):
             _attach_events(conn, ws, profile, _decode(row[9]), _decode(row[10]))
@@ -132,65 +127,25 @@ def _attach_events(
     last: dict[str, list[Any]],
 ) -> None:
     """Fill first/last events from the stamps' event ids: a look-up each, never a scan."""
-    wanted = sorted({stamp[2] for stamp in (*first.values(), *last.values())})
+    wanted = sql.stamped_event_ids(first, last)
     found = {event.event_id: event for event in events_by_ids(conn, ws, wanted)}
-    profile.first_events = {a: found[s[2]] for a, s in first.items() if s[2] in found}
-    profile.last_events = {a: found[s[2]] for a, s in last.items() if s[2] in found}
+    sql.attach_events(profile, first, last, found)
 
 
 def list_profiles(conn: sqlite3.Connection, ws: int, query: ProfileQuery) -> ProfilePage:
-    rows = (
-        _created_rows(conn, ws, query) if query.sort == "created" else _active_rows(conn, ws, query)
-    )
-    last = None if not rows else ProfileKey(rows[-1][8], int(rows[-1][0]))
-    return ProfilePage([_profile(row) for row in rows], last or query.after)
-
-
-def _created_rows(conn: sqlite3.Connection, ws: int, query: ProfileQuery) -> list[Any]:
-    after = -1 if query.after is None else query.after.seq
-    return conn.execute(
-        f"SELECT {_PROFILE_COLUMNS} FROM profiles INDEXED BY profiles_by_created"
-        " WHERE workspace_id = ? AND merged_into IS NULL AND pk > ? ORDER BY pk LIMIT ?",
-        (ws, after, query.size),
-    ).fetchall()
-
-
-def _active_rows(conn: sqlite3.Connection, ws: int, query: ProfileQuery) -> list[Any]:
-    """Most recent activity first; profiles never active (NULL) come last, newest first."""
-    after = query.after
-    rows: list[Any] = []
-    if after is None or after.last_activity is not None:
-        keyset = "" if after is None else " AND (last_activity, pk) < (?, ?)"
-        params = [] if after is None else [after.last_activity, after.seq]
-        rows = _by_activity(conn, "IS NOT NULL" + keyset, [ws, *params, query.size])
-    if len(rows) < query.size:
-        below = after is not None and after.last_activity is None
-        keyset = " AND pk < ?" if below else ""
-        params = [after.seq] if after is not None and below else []
-        rows += _by_activity(conn, "IS NULL" + keyset, [ws, *params, query.size - len(rows)])
-    return rows
-
-
-def _by_activity(conn: sqlite3.Connection, condition: str, params: list[Any]) -> list[Any]:
-    return conn.execute(
-        f"SELECT {_PROFILE_COLUMNS} FROM profiles INDEXED BY profiles_by_activity"
-        f" WHERE workspace_id = ? AND merged_into IS NULL AND last_activity {condition}"
-        " ORDER BY last_activity DESC, pk DESC LIMIT ?",
-        params,
-    ).fetchall()
-
-
-def _profile(row: Sequence[Any]) -> StoredProfile:
-    return StoredProfile(
-        id=row[1],
-        external_id=row[2],
-        traits=_decode(row[3]),
-        anonymous_ids=_decode(row[4]),
-        audiences=_decode(row[5]),
-        created_by=_decode(row[6]),
-        created_time=row[7],
-        last_activity_time=row[8],
-    )
+    if query.sort == "created":
+        rows = conn.execute(*sql.created_sql(sql.SQLITE, ws, query)).fetchall()
+    else:
+        rows = []
+        for active in (True, False):
+            if len(rows) >= query.size:
+                break
+            left = query.size - len(rows)
+            step = sql.activity_sql(sql.SQLITE, ws, query.after, left, active=active)
+            if step is not None:
+                rows += conn.execute(*step).fetchall()
+    last = sql.profile_key(rows[-1]) if rows else query.after
+    return ProfilePage([sql.stored_profile(row, _decode) for row in rows], last)
 
 
 # -- events ----------------------------------------------------------------------------
@@ -225,7 +180,7 @@ def workspace_of(conn: sqlite3.Connection, ws: int) -> Workspace:
 
 
 def list_events(conn: sqlite3.Connection, ws: int, query: EventQuery) -> EventPage:
-    """A page of the query's events and its capped total (see ``event_sql``)."""
+    """A page of the query's events and its capped total (see ``read_sql``)."""
     ranges = sql.walks(ws, query, _profile_pks(conn, ws, query))
     if not ranges:
         return EventPage(0, [])
@@ -250,16 +205,4 @@ def _profile_pks(conn: sqlite3.Connection, ws: int, query: EventQuery) -> list[i
 
 
 def _event(row: Sequence[Any], workspace: Workspace) -> StoredEvent:
-    return StoredEvent(
-        event_id=row[0],
-        event_action=row[1],
-        event_time=row[2],
-        received_time=row[3],
-        user_id=row[4],
-        anonymous_id=row[5],
-        raw=_decode(row[6]),
-        profile_id=row[7],
-        external_id=row[8],
-        email=row[9],
-        workspace=workspace,
-    )
+    return sql.stored_event(row, workspace, _decode)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from opencdp.errors import Unavailable
 from opencdp.models import Accepted, Call, Workspace
 from opencdp.store.base import StoreObserver
-from opencdp.store.batching import by_workspace, split_answers
+from opencdp.store.batching import by_workspace, settle, split_answers
 from opencdp.store.sqlite_batch import BatchWriter
 
 log = logging.getLogger("opencdp.store")
@@ -178,21 +178,13 @@ def _deliver(
     group: list[_Submission], results: Sequence[list[Accepted] | BaseException]
 ) -> None:
     """Wake the waiting requests: one hand-over per event loop, not one per request."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Submission, object]]] = {}
-    for submission, result in zip(group, results, strict=True):
-        by_loop.setdefault(submission.loop, []).append((submission, result))
-    for loop, items in by_loop.items():
+    by_loop: dict[asyncio.AbstractEventLoop, list[int]] = {}
+    for index, submission in enumerate(group):
+        by_loop.setdefault(submission.loop, []).append(index)
+    for loop, indexes in by_loop.items():
+        futures = [group[i].future for i in indexes]
+        answers = [results[i] for i in indexes]
         try:
-            loop.call_soon_threadsafe(_settle, items)
+            loop.call_soon_threadsafe(settle, futures, answers)
         except RuntimeError:
             log.warning("event loop closed before its writes were answered")
-
-
-def _settle(items: list[tuple[_Submission, object]]) -> None:
-    for submission, result in items:
-        if submission.future.done():
-            continue
-        if isinstance(result, BaseException):
-            submission.future.set_exception(result)
-        else:
-            submission.future.set_result(result)  # type: ignore[arg-type]

@@ -1,23 +1,46 @@
-"""The Events API query, as SQL text for either store (only execution differs).
+"""The read side's SQL text and row shapes, shared by both stores (only execution differs).
 
-A query becomes one or more *walks* (index ranges: the workspace's time index, one
+Events: a query becomes one or more *walks* (index ranges: the workspace's time index, one
 action's range, one profile's range), each checked against the same filters; several
 walks are merged in sort order. ``total`` counts at most ``MAX_TOTAL`` entries per
 walk, so every page costs the same at any depth. SQL is written with ``?`` marks;
 the PostgreSQL dialect turns them into ``%s``.
+
+Profiles: listing by creation is a keyset on pk; by activity, most recent first, then
+the never-active profiles (NULL activity), newest first. Row mappers take the store's
+``decode`` for JSON columns (SQLite returns text, PostgreSQL decoded values).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from opencdp.models import MAX_TOTAL, EventQuery
+from opencdp.models import (
+    MAX_TOTAL,
+    EventQuery,
+    ProfileKey,
+    ProfileQuery,
+    StoredEvent,
+    StoredProfile,
+    TokenRecord,
+    Workspace,
+)
+
+Decode = Callable[[Any], Any]
 
 EVENT_COLUMNS = (
     "e.event_id, e.action, e.event_time, e.received_time, e.user_id, e.anonymous_id, e.raw,"
     " p.id, p.external_id, coalesce(p.email, '')"
+)
+PROFILE_COLUMNS = (
+    "pk, id, external_id, traits, anonymous_ids, audiences, created_by, created_time,"
+    " last_activity, first_events, last_events"
+)
+TOKEN_SELECT = (
+    "SELECT token_id, secret_hash, client_id, accounts, brands, scopes, created_time,"
+    " revoked_time, name FROM tokens"
 )
 _KEY = ("e.event_time", "e.received_time", "e.event_id")
 
@@ -153,3 +176,111 @@ def page_sql(filters: Filters, ranges: list[Walk], query: EventQuery) -> tuple[s
         f" ORDER BY {filters.order}"
     )
     return d.sql(sql), [*params, query.size, query.offset]
+
+
+# -- profiles ----------------------------------------------------------------------------
+
+
+def created_sql(d: Dialect, ws: int, query: ProfileQuery) -> tuple[str, list[Any]]:
+    """The next page of live profiles in creation (commit) order."""
+    after = -1 if query.after is None else query.after.seq
+    sql = (
+        f"SELECT {PROFILE_COLUMNS} FROM profiles {d.index('profiles_by_created')}"
+        " WHERE workspace_id = ? AND merged_into IS NULL AND pk > ? ORDER BY pk LIMIT ?"
+    )
+    return d.sql(sql), [ws, after, query.size]
+
+
+def activity_sql(
+    d: Dialect, ws: int, after: ProfileKey | None, size: int, *, active: bool
+) -> tuple[str, list[Any]] | None:
+    """Up to ``size`` profiles after ``after``: the ``active`` ones (most recent first), or
+    the never-active ones (newest first). None when the scroll is already past them."""
+    if active:
+        if after is not None and after.last_activity is None:
+            return None
+        keyset = "" if after is None else " AND (last_activity, pk) < (?, ?)"
+        params = [] if after is None else [after.last_activity, after.seq]
+        condition = "IS NOT NULL" + keyset
+    else:
+        below = after is not None and after.last_activity is None
+        condition = "IS NULL" + (" AND pk < ?" if below else "")
+        params = [after.seq] if after is not None and below else []
+    sql = (
+        f"SELECT {PROFILE_COLUMNS} FROM profiles {d.index('profiles_by_activity')}"
+        f" WHERE workspace_id = ? AND merged_into IS NULL AND last_activity {condition}"
+        " ORDER BY last_activity DESC, pk DESC LIMIT ?"
+    )
+    return d.sql(sql), [ws, *params, size]
+
+
+def profile_key(row: Sequence[Any]) -> ProfileKey:
+    """A listed profile row's place in the listing (for the next page's keyset)."""
+    return ProfileKey(row[8], int(row[0]))
+
+
+def stored_profile(row: Sequence[Any], decode: Decode) -> StoredProfile:
+    return StoredProfile(
+        id=row[1],
+        external_id=row[2],
+        traits=decode(row[3]),
+        anonymous_ids=decode(row[4]),
+        audiences=decode(row[5]),
+        created_by=decode(row[6]),
+        created_time=row[7],
+        last_activity_time=row[8],
+    )
+
+
+def stamped_event_ids(first: dict[str, list[Any]], last: dict[str, list[Any]]) -> list[str]:
+    """The event ids a profile's first/last stamps (``[eventTime, receivedTime, id]``) name."""
+    return sorted({stamp[2] for stamp in (*first.values(), *last.values())})
+
+
+def attach_events(
+    profile: StoredProfile,
+    first: dict[str, list[Any]],
+    last: dict[str, list[Any]],
+    found: dict[str, StoredEvent],
+) -> None:
+    profile.first_events = {a: found[s[2]] for a, s in first.items() if s[2] in found}
+    profile.last_events = {a: found[s[2]] for a, s in last.items() if s[2] in found}
+
+
+# -- events and tokens -------------------------------------------------------------------
+
+
+def stored_event(row: Sequence[Any], workspace: Workspace, decode: Decode) -> StoredEvent:
+    """A row of ``EVENT_COLUMNS`` as the read APIs return it."""
+    return StoredEvent(
+        event_id=row[0],
+        event_action=row[1],
+        event_time=row[2],
+        received_time=row[3],
+        user_id=row[4],
+        anonymous_id=row[5],
+        raw=decode(row[6]),
+        profile_id=row[7],
+        external_id=row[8],
+        email=row[9],
+        workspace=workspace,
+    )
+
+
+def token_from_row(row: Sequence[Any], decode: Decode) -> TokenRecord:
+    """A row of ``TOKEN_SELECT``; accounts/brands/scopes are JSON arrays (NULL: all)."""
+
+    def as_tuple(value: Any) -> tuple[str, ...] | None:
+        return None if value is None else tuple(decode(value))
+
+    return TokenRecord(
+        token_id=row[0],
+        secret_hash=bytes(row[1]),
+        client_id=row[2],
+        accounts=as_tuple(row[3]),
+        brands=as_tuple(row[4]),
+        scopes=as_tuple(row[5]) or (),
+        created_time=row[6],
+        revoked_time=row[7],
+        name=row[8],
+    )
