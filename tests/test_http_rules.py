@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.types import Scope
 
 from opencdp.api.common import ClientAddress
 from opencdp.app import create_app
@@ -321,6 +321,21 @@ async def test_tracking_answers_carry_allow_origin_errors_too(
     assert denied.headers["access-control-allow-origin"] == "https://shop.example"
 
 
+async def test_a_tracking_answer_carries_each_header_once(
+    client: httpx.AsyncClient, make_token: MakeToken
+) -> None:
+    headers = {"auth-token": await make_token(), "Origin": "https://shop.example"}
+    response = await client.post(f"{TRACK}/track", json=CALL, headers=headers)
+    assert response.status_code == 200, response.text
+    names = [name for name, _ in response.headers.multi_items()]
+    assert sorted(names) == [
+        "access-control-allow-origin", "content-length", "content-type", "vary",
+        "x-amzn-requestid", "x-ratelimit-limit", "x-ratelimit-remaining", "x-request-id",
+    ]
+    assert int(response.headers["content-length"]) == len(response.content)
+    assert response.headers["vary"] == "Origin"
+
+
 @pytest.mark.parametrize("path", ["/healthz", "/readyz", "/openapi.json"])
 async def test_no_cors_elsewhere(client: httpx.AsyncClient, path: str) -> None:
     origin = {"Origin": "https://shop.example"}
@@ -393,9 +408,9 @@ async def test_health_and_ready(client: httpx.AsyncClient) -> None:
 # -- client address ------------------------------------------------------------------------
 
 
-def request_from(peer: str, forwarded: str | None) -> Request:
+def request_from(peer: str, forwarded: str | None) -> Scope:
     headers = [] if forwarded is None else [(b"x-forwarded-for", forwarded.encode())]
-    return Request({"type": "http", "client": (peer, 5000), "headers": headers})
+    return {"type": "http", "client": (peer, 5000), "headers": headers}
 
 
 def test_forwarded_for_is_used_only_from_trusted_proxies() -> None:

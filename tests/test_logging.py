@@ -11,9 +11,10 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from opencdp.app import JsonFormatter, create_app
+from opencdp.app import create_app
 from opencdp.auth import new_token
 from opencdp.config import Settings
+from opencdp.logs import JsonFormatter
 from opencdp.models import Accepted, Call, Workspace
 from opencdp.store.sqlite import SQLiteStore
 from tests.conftest import TRACK, client_for

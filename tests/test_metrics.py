@@ -3,6 +3,7 @@ accepted / deduplicated / rejected, commit sizes, guardrail refusals, rate limit
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -101,6 +102,28 @@ async def test_metrics_count_requests_events_commits_and_refusals(
     assert sum(refused) == 1
     assert value(metrics, "opencdp_rate_limit_rejections_total") == statuses.count(429)
     assert value(metrics, "opencdp_ratelimit_redis_failures_total") == 0
+
+
+async def test_rejected_counts_the_refused_items_of_every_batch_route(
+    db_url: str, store: Store
+) -> None:
+    app = create_app(Settings(db=db_url), store)
+    text, record = new_token("c1", ["a1"], ["b1"], ("write",), now=time.time_ns() // 10**6)
+    await store.add_token(record)
+    good = {"type": "track", "userId": "u1", "event": "Viewed", "timestamp": WHEN}
+    bad = {"type": "track"}
+    basic = {"Authorization": "Basic " + base64.b64encode(f"{text}:".encode()).decode()}
+    async with client_for(app) as client:
+        client.headers["auth-token"] = text
+        assert (await client.post(f"{TRACK}/batch", json={"batch": [bad, bad]})).status_code == 400
+        assert (await client.post(f"{TRACK}/batch", json={"batch": [good]})).status_code == 200
+        segment = await client.post("/v1/batch", json={"batch": [good, bad]}, headers=basic)
+        assert segment.status_code == 200
+        unknown = await client.post(f"{TRACK}/batch", json={"batch": [bad]},
+                                    headers={"auth-token": "ocdp_000000000000_nope-nope-nope-nope"})
+        assert unknown.status_code == 403
+        metrics = await scrape(client)
+    assert value(metrics, "opencdp_events_rejected_total") == 3  # two, none, one; not the 403
 
 
 async def test_unmatched_paths_share_one_label(client: httpx.AsyncClient) -> None:

@@ -59,3 +59,34 @@ async def test_a_revocation_by_another_process_takes_effect_at_once(tmp_path: Pa
             await auth.authorize(server, text, SHOP, "write", unknown_status=403)
     finally:
         await server.stop()
+
+
+async def test_checked_tokens_answer_repeats_but_not_revoked_or_forged_ones(
+    tmp_path: Path,
+) -> None:
+    path = str(tmp_path / "t.db")
+    server, cli = SQLiteStore(path), SQLiteStore(path)  # two processes on one database
+    await server.start()
+    checked = auth.CheckedTokens()
+    try:
+        text, record = new_token("c1", None, None, ("write",), now=int(time.time() * 1000))
+        await cli.add_token(record)
+        first = await auth.authorize(server, text, SHOP, "write", unknown_status=403,
+                                     checked=checked)
+        again = await auth.authorize(server, text, SHOP, "write", unknown_status=403,
+                                     checked=checked)
+        assert again is first  # answered from the checked tokens
+        forged = text[:-4] + ("AAAA" if not text.endswith("AAAA") else "BBBB")
+        with pytest.raises(AuthenticationFailed):
+            await auth.authorize(server, forged, SHOP, "write", unknown_status=403,
+                                 checked=checked)
+        with pytest.raises(AuthenticationFailed):  # a checked token grants no other workspace
+            await auth.authorize(server, text, Workspace("c2", "a1", "b1"), "write",
+                                 unknown_status=403, checked=checked)
+        assert await cli.revoke_token(record.token_id, int(time.time() * 1000))
+        for _ in range(2):
+            with pytest.raises(AuthenticationFailed):
+                await auth.authorize(server, text, SHOP, "write", unknown_status=403,
+                                     checked=checked)
+    finally:
+        await server.stop()

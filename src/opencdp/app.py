@@ -13,15 +13,13 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from contextvars import ContextVar
-from typing import Any
 
-import msgspec
 import uuid_utils
 from starlette.applications import Starlette
+from starlette.datastructures import URL
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -41,6 +39,7 @@ from opencdp.api.common import (
 )
 from opencdp.config import Settings
 from opencdp.errors import MethodNotAllowed, NotFound, OpenCDPError
+from opencdp.logs import configure_logging, current_request_id
 from opencdp.metrics import Metrics, MetricsMiddleware
 from opencdp.ratelimit import RateLimiter, limiter_for
 from opencdp.store.base import Store, open_store
@@ -48,8 +47,6 @@ from opencdp.store.base import Store, open_store
 log = logging.getLogger("opencdp")
 access_log = logging.getLogger("opencdp.access")
 _SANE_REQUEST_ID = re.compile(rb"[\x21-\x7e][\x20-\x7e]{0,127}")
-#: The id of the request being handled, so every log line written for it carries it.
-current_request_id: ContextVar[str | None] = ContextVar("opencdp_request_id", default=None)
 
 
 def create_app(settings: Settings, store: Store, limiter: RateLimiter | None = None) -> Starlette:
@@ -60,10 +57,9 @@ def create_app(settings: Settings, store: Store, limiter: RateLimiter | None = N
     services = Services(settings, store, limiter, ClientAddress(settings.trusted_proxies))
     metrics = Metrics(store, limiter)  # also becomes the store's observer
     table = route_table(services, metrics.endpoints())
-    app = Starlette(
+    app = OpenCDPApp(
         routes=[ApiRoute(endpoint) for endpoint in table],
         middleware=[Middleware(MetricsMiddleware, metrics=metrics), Middleware(RequestContext)],
-        exception_handlers={OpenCDPError: render_error, HTTPException: render_http_error},
         lifespan=_lifespan(store, limiter),
     )
     app.router.redirect_slashes = False
@@ -117,11 +113,26 @@ def _lifespan(
     return lifespan
 
 
+class OpenCDPApp(Starlette):
+    """Starlette running only our middleware around the router.
+
+    Starlette's own outer and inner error middlewares are left out: ``RequestContext``
+    answers every error itself, and each layer costs every request a wrapper or two.
+    """
+
+    def build_middleware_stack(self) -> ASGIApp:
+        app: ASGIApp = self.router
+        for cls, args, kwargs in reversed(self.user_middleware):
+            app = cls(app, *args, **kwargs)
+        return app
+
+
 class RequestContext:
-    """Pure ASGI middleware: request ids, per-request extra headers, and the last-resort 500.
+    """Pure ASGI middleware: request ids, per-request extra headers, and every error answer.
 
     Handlers add headers (rate limit, CORS) to ``scope[EXTRA_HEADERS]``; they are sent
-    with whatever response follows, errors included.
+    with whatever response follows, errors included. An exception becomes the SPEC's
+    error body (``error_answer``); an unexpected one a plain 500.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -143,19 +154,18 @@ class RequestContext:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message = {**message, "headers": [*message.get("headers", ()), *extra]}
+                message["headers"] = [*message.get("headers", ()), *extra]
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_headers)
         except ClientDisconnect:
             return
-        except Exception:
-            log.exception("unhandled error", extra={"request_id": scope[REQUEST_ID]})
-            if status:
+        except Exception as exc:
+            if status:  # too late for an error answer
+                log.exception("unhandled error", extra={"request_id": scope[REQUEST_ID]})
                 raise
-            internal = error_response(scope, OpenCDPError("internal error"))
-            await internal(scope, receive, send_with_headers)
+            await error_answer(scope, exc)(scope, receive, send_with_headers)
         finally:
             if access_log.isEnabledFor(logging.DEBUG):
                 _log_access(scope, status, time.perf_counter() - started)
@@ -177,71 +187,25 @@ def _request_id(headers: list[tuple[bytes, bytes]]) -> bytes:
     return str(uuid_utils.uuid4()).encode("ascii")  # no system call: see token_cache.py
 
 
-async def render_error(request: Request, exc: Exception) -> Response:
-    """The SPEC's error body for every ``OpenCDPError``."""
+def error_answer(scope: Scope, exc: Exception) -> Response:
+    """The SPEC's error body for ``exc``; one not ours is logged and answered a plain 500."""
+    if isinstance(exc, HTTPException):
+        return _router_error(scope, exc)
     if not isinstance(exc, OpenCDPError):
-        raise exc
-    if exc.status >= 500:
-        log.error("%s: %s", exc.code, exc.message, extra={"request_id": request.scope[REQUEST_ID]})
-    return error_response(request.scope, exc)
+        log.error("unhandled error", exc_info=exc, extra={"request_id": scope[REQUEST_ID]})
+        exc = OpenCDPError("internal error")
+    elif exc.status >= 500:
+        log.error("%s: %s", exc.code, exc.message, extra={"request_id": scope[REQUEST_ID]})
+    return error_response(scope, exc)
 
 
-async def render_http_error(request: Request, exc: Exception) -> Response:
+def _router_error(scope: Scope, exc: HTTPException) -> Response:
     """Starlette's own 404 (no route) and 405 (method), in the SPEC's error body."""
-    if not isinstance(exc, HTTPException):
-        raise exc
     if exc.status_code == 404:
-        return error_response(request.scope, NotFound(f"no route for {request.url.path}"))
+        return error_response(scope, NotFound(f"no route for {URL(scope=scope).path}"))
     if exc.status_code == 405:
         allowed = (exc.headers or {}).get("Allow", "")
-        error = MethodNotAllowed(request.method, tuple(allowed.split(", ")))
-        return error_response(request.scope, error)
+        return error_response(scope, MethodNotAllowed(scope["method"], tuple(allowed.split(", "))))
     code = "invalid_request_error" if exc.status_code < 500 else "internal_server_error"
-    body = error_body(request.scope, code, exc.detail)
+    body = error_body(scope, code, exc.detail)
     return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, request id, exception."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        request_id = getattr(record, "request_id", None) or current_request_id.get()
-        if request_id is not None:
-            entry["requestId"] = request_id
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return msgspec.json.encode(entry).decode()
-
-
-def uvicorn_logging(level: str = "info") -> dict[str, Any]:
-    """uvicorn's own log lines (start, stop, errors) as the same JSON lines."""
-    return {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "formatters": {"json": {"()": JsonFormatter}},
-        "handlers": {
-            "stderr": {"class": "logging.StreamHandler", "formatter": "json"},
-        },
-        "loggers": {
-            "uvicorn": {"handlers": ["stderr"], "level": level.upper(), "propagate": False},
-            "uvicorn.access": {"handlers": [], "propagate": False},
-        },
-    }
-
-
-def configure_logging(level: str = "info") -> None:
-    """Send the ``opencdp`` loggers to stderr as JSON lines (idempotent)."""
-    logger = logging.getLogger("opencdp")
-    logger.setLevel(level.upper())
-    if not any(isinstance(h.formatter, JsonFormatter) for h in logger.handlers):
-        handler = logging.StreamHandler()
-        handler.setFormatter(JsonFormatter())
-        logger.addHandler(handler)
-    logger.propagate = False

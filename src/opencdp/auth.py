@@ -23,6 +23,7 @@ SCOPES = frozenset({"read", "write"})
 _TOKEN = re.compile(r"ocdp_([0-9a-f]{12})_([A-Za-z0-9_-]{16,128})")
 # Compared against when no record exists, so a miss costs what a hit costs.
 _MISSING_HASH = hashlib.sha256(b"no such token").digest()
+_MAX_CHECKED = 10_000
 
 
 def new_token(
@@ -89,8 +90,43 @@ def principal_of(record: TokenRecord) -> Principal:
     )
 
 
+class CheckedTokens:
+    """Valid tokens already checked against their stored record, so a repeat skips the
+    parsing, the hash and building the principal (an app keeps one: ``Services.tokens``).
+
+    An entry, keyed by the whole token text, holds while the store answers the very
+    record object it was checked against: records are immutable, so checking again
+    would come out the same. The store answers a new object once it reads the token
+    again (on every revocation: ``store/token_cache.py``), and the token is checked
+    afresh, so a revocation still takes effect at once. Only valid tokens are kept.
+    """
+
+    def __init__(self) -> None:
+        self._checked: dict[str, tuple[TokenRecord, Principal]] = {}
+
+    async def principal(self, store: Store, token: str) -> Principal | None:
+        """The principal of a well-formed, known, unrevoked token; ``None`` for any other."""
+        entry = self._checked.get(token)
+        if entry is not None and await store.find_token(entry[0].token_id) is entry[0]:
+            return entry[1]
+        self._checked.pop(token, None)
+        record = await _find_live_record(store, token)
+        if record is None:
+            return None
+        if len(self._checked) >= _MAX_CHECKED:
+            self._checked.clear()
+        self._checked[token] = (record, principal_of(record))
+        return self._checked[token][1]
+
+
 async def authorize(
-    store: Store, token: str | None, workspace: Workspace, scope: str, *, unknown_status: int
+    store: Store,
+    token: str | None,
+    workspace: Workspace,
+    scope: str,
+    *,
+    unknown_status: int,
+    checked: CheckedTokens | None = None,
 ) -> Principal:
     """The principal of ``token`` if it may use ``scope`` in ``workspace``.
 
@@ -100,10 +136,9 @@ async def authorize(
     """
     if not token:
         raise AuthenticationFailed("auth-token: missing", status=unknown_status)
-    record = await _find_live_record(store, token)
-    if record is None:
+    principal = await (checked or CheckedTokens()).principal(store, token)
+    if principal is None:
         raise AuthenticationFailed("auth-token: unknown or revoked token", status=unknown_status)
-    principal = principal_of(record)
     if not _covers(principal, workspace):
         raise AuthenticationFailed("auth-token: not authorised for this workspace", status=403)
     if scope not in principal.scopes:

@@ -69,7 +69,7 @@ def serve(
     """Migrate the database, then serve the HTTP APIs until SIGTERM or Ctrl-C."""
     import uvicorn
 
-    from opencdp.app import uvicorn_logging
+    from opencdp.logs import uvicorn_logging
 
     chosen: dict[str, Any] = {
         "host": host,

@@ -13,6 +13,7 @@ counts as not sent (SDKs send ``"userId": null`` for anonymous visitors). Messag
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
@@ -109,6 +110,7 @@ _SHAPES: dict[str, type[_CallShape]] = {
 _NOT_SNAKE = re.compile(r"[^a-z0-9]+")
 
 
+@functools.lru_cache(maxsize=4096)  # pure, and an app sends the same few names again and again
 def event_action_name(name: str) -> str:
     """The snake-case ``eventAction`` of an event name: ``"Email Opened"`` → ``email_opened``."""
     return _NOT_SNAKE.sub("_", name.lower()).strip("_")

@@ -9,7 +9,6 @@ method and status, and times it.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterator
 
@@ -26,7 +25,6 @@ from opencdp.api.common import ApiRoute, Endpoint
 from opencdp.ratelimit import RateLimiter
 from opencdp.store.base import Store, StoreObserver
 
-_CONVERTOR = re.compile(r"\{(\w+):\w+\}")
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 #: The text format every Prometheus version reads.
@@ -80,6 +78,7 @@ class Metrics(StoreObserver):
         )
         r.register(_LimiterFailures(limiter))
         store.observer = self
+        self._series: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
 
     # -- StoreObserver -----------------------------------------------------------------
 
@@ -93,15 +92,24 @@ class Metrics(StoreObserver):
 
     # -- requests ----------------------------------------------------------------------
 
-    def observe(self, scope: Scope, status: str, seconds: float, body: bytes) -> None:
-        route = route_label(scope)
-        method = scope["method"]
-        self.requests.labels(route, method, status).inc()
-        self.latency.labels(route, method).observe(seconds)
+    def observe(self, scope: Scope, status: str, seconds: float, body: bytes | None) -> None:
+        """Count an answer; ``body`` is given when it may list rejected calls."""
+        requests, latency = self._labelled(route_label(scope), scope["method"], status)
+        requests.inc()
+        latency.observe(seconds)
         if status == "429":
             self.rate_limited.inc()
-        if _is_tracking(scope) and method == "POST":
+        if body is not None:
             self.rejected.inc(_rejected_calls(status, body))
+
+    def _labelled(self, route: str, method: str, status: str) -> tuple[Counter, Histogram]:
+        """The request counter and latency histogram of these labels (looked up once)."""
+        key = (route, method, status)
+        series = self._series.get(key)
+        if series is None:
+            series = (self.requests.labels(*key), self.latency.labels(route, method))
+            self._series[key] = series
+        return series
 
     def endpoints(self) -> list[Endpoint]:
         """``GET /metrics``: no token, as Prometheus scrapes it (keep it off the Internet)."""
@@ -134,13 +142,14 @@ class MetricsMiddleware:
             return
         started = time.perf_counter()
         status = CLIENT_GONE
-        body: list[bytes] = []
+        body: list[bytes] | None = None
 
         async def observing_send(message: Message) -> None:
-            nonlocal status
+            nonlocal status, body
             if message["type"] == "http.response.start":
                 status = str(message["status"])
-            elif message["type"] == "http.response.body" and _is_tracking(scope):
+                body = [] if _may_reject(scope, status) else None
+            elif body is not None and message["type"] == "http.response.body":
                 body.append(message.get("body", b""))
             await send(message)
 
@@ -148,20 +157,22 @@ class MetricsMiddleware:
             await self.app(scope, receive, observing_send)
         finally:
             elapsed = time.perf_counter() - started
-            self.metrics.observe(scope, status, elapsed, b"".join(body))
+            self.metrics.observe(scope, status, elapsed, None if body is None else b"".join(body))
 
 
 def route_label(scope: Scope) -> str:
     """The matched route's template (``/track/{clientId}/…/v1/track``), or ``unmatched``."""
     route = scope.get("route")
-    if isinstance(route, ApiRoute):
-        return _CONVERTOR.sub(r"{\1}", route.spec.path)
-    return "unmatched"
+    return route.path_format if isinstance(route, ApiRoute) else "unmatched"
 
 
-def _is_tracking(scope: Scope) -> bool:
+def _may_reject(scope: Scope, status: str) -> bool:
+    """Whether a tracking answer can refuse calls: a 400, or a 200 that lists ``errors``."""
     route = scope.get("route")
-    return isinstance(route, ApiRoute) and route.spec.tracking
+    if not isinstance(route, ApiRoute) or not route.spec.tracking or scope["method"] != "POST":
+        return False
+    answers = getattr(route.spec.response, "__struct_fields__", ())
+    return status == "400" or (status == "200" and "errors" in answers)
 
 
 def _rejected_calls(status: str, body: bytes) -> int:

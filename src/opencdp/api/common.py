@@ -9,10 +9,13 @@ A request passes the checks in the SPEC's order; the router has already answered
 A read handler (events, profiles) looks like::
 
     async def list_events(request: Request) -> Response:
-        workspace = workspace_of(request)
-        await guard(request, services, workspace, scope="read",
+        workspace = workspace_of(request.scope)
+        await guard(request.scope, services, workspace, access="read",
                     body_limit=services.settings.read_body_limit)
         ...
+
+The checks take the ASGI ``scope`` (and ``receive``), not a Starlette ``Request``, so
+the tracking calls (bare ASGI apps: the hot path) and the ``Request`` handlers share them.
 """
 
 from __future__ import annotations
@@ -27,13 +30,12 @@ from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import Scope
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from opencdp.auth import authorize
+from opencdp.auth import CheckedTokens, authorize
 from opencdp.config import Settings
 from opencdp.errors import (
     InvalidRequest,
-    NotFound,
     OpenCDPError,
     PayloadTooLarge,
     RateLimited,
@@ -44,6 +46,7 @@ from opencdp.ratelimit import RateLimiter
 from opencdp.store.base import Store
 
 Handler = Callable[[Request], Awaitable[Response]]
+_JSON_TYPE = (b"content-type", b"application/json")
 
 #: The workspace part of every tracking and read path (ids checked by the router).
 WORKSPACE_PREFIX = "/track/{clientId:workspace}/{accountId:workspace}/{brandId:workspace}/v1"
@@ -76,12 +79,12 @@ class ClientAddress:
     def __init__(self, trusted_proxies: Iterable[str]) -> None:
         self._networks = [ipaddress.ip_network(p, strict=False) for p in trusted_proxies]
 
-    def of(self, request: Request) -> str | None:
-        client = request.scope.get("client")
+    def of(self, scope: Scope) -> str | None:
+        client = scope.get("client")
         peer: str | None = client[0] if client else None
         if not self._networks or peer is None or not self._is_trusted(peer):
             return peer
-        forwarded = request.headers.get("x-forwarded-for", "")
+        forwarded = header(scope, b"x-forwarded-for") or ""
         first = forwarded.split(",", 1)[0].strip()
         return first or peer
 
@@ -101,6 +104,7 @@ class Services:
     store: Store
     limiter: RateLimiter
     client_address: ClientAddress
+    tokens: CheckedTokens = field(default_factory=CheckedTokens)
 
 
 @dataclass(frozen=True)
@@ -113,7 +117,7 @@ class Endpoint:
 
     path: str
     methods: tuple[str, ...]
-    handler: Handler
+    handler: Handler | ASGIApp  # an ASGI app (a class instance) skips Request and Response
     operation_id: str
     summary: str
     tag: str
@@ -166,26 +170,47 @@ def error_response(scope: Scope, error: OpenCDPError) -> JSONResponse:
     return JSONResponse(body, status_code=error.status, headers=error.headers)
 
 
-def add_header(request: Request, name: bytes, value: bytes) -> None:
+async def send_json(send: Send, content: Any, status: int = 200) -> None:
+    """Answer ``content`` as JSON straight through ASGI (what ``JSONResponse`` sends)."""
+    body = msgspec.json.encode(content)
+    headers = [_JSON_TYPE, (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def header(scope: Scope, name: bytes) -> str | None:
+    """The first value of a request header; ``name`` in lower case, as ASGI gives names."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return _text(value)
+    return None
+
+
+def add_header(scope: Scope, name: bytes, value: bytes) -> None:
     """A header for this request's response, whatever it turns out to be (errors too)."""
-    request.scope[EXTRA_HEADERS].append((name, value))
+    scope[EXTRA_HEADERS].append((name, value))
 
 
-def workspace_of(request: Request) -> Workspace:
-    params = request.path_params
-    client, account, brand = params["clientId"], params["accountId"], params["brandId"]
-    for part in (client, account, brand):
-        if not Workspace.is_valid_part(part):
-            raise NotFound(f"no route for {request.url.path}")
-    return Workspace(client, account, brand)
+def allow_origin(scope: Scope) -> None:
+    """CORS for a tracking call: any origin may send events (tokens in pages are write-only)."""
+    origin = header(scope, b"origin")
+    add_header(scope, b"Access-Control-Allow-Origin", (origin or "*").encode("latin-1"))
+    if origin:
+        add_header(scope, b"Vary", b"Origin")
+
+
+def workspace_of(scope: Scope) -> Workspace:
+    """The path's workspace: the router admitted only valid ids (``WorkspacePartConvertor``)."""
+    params = scope["path_params"]
+    return Workspace(params["clientId"], params["accountId"], params["brandId"])
 
 
 async def guard(
-    request: Request,
+    scope: Scope,
     services: Services,
     workspace: Workspace,
     *,
-    scope: str,
+    access: str,
     body_limit: int,
     unknown_status: int = 401,
 ) -> Principal:
@@ -194,20 +219,30 @@ async def guard(
     ``unknown_status`` answers a missing or unknown token: 403 on tracking calls,
     401 on read calls. Sets ``X-RateLimit-*`` on the response once the token is valid.
     """
-    headers: dict[bytes, bytes] = dict(request.scope["headers"])  # names are lower-case
+    headers: dict[bytes, bytes] = dict(scope["headers"])  # names are lower-case
     check_declared_size(_text(headers.get(b"content-length")), body_limit)
-    if request.method == "POST":
+    if scope["method"] == "POST":
         check_content_type(_text(headers.get(b"content-type")))
     token = _text(headers.get(b"auth-token"))
     principal = await authorize(
-        services.store, token, workspace, scope, unknown_status=unknown_status
+        services.store,
+        token,
+        workspace,
+        access,
+        unknown_status=unknown_status,
+        checked=services.tokens,
     )
-    decision = await services.limiter.take(principal.token_id)
-    add_header(request, b"X-RateLimit-Limit", str(decision.limit).encode())
-    add_header(request, b"X-RateLimit-Remaining", str(decision.remaining).encode())
+    await take_rate(scope, services, principal.token_id)
+    return principal
+
+
+async def take_rate(scope: Scope, services: Services, token_id: str) -> None:
+    """Spend one request of the token's rate; sets ``X-RateLimit-*``; 429 when none is left."""
+    decision = await services.limiter.take(token_id)
+    add_header(scope, b"X-RateLimit-Limit", str(decision.limit).encode())
+    add_header(scope, b"X-RateLimit-Remaining", str(decision.remaining).encode())
     if not decision.allowed:
         raise RateLimited(decision.retry_after)
-    return principal
 
 
 def _text(value: bytes | None) -> str | None:
@@ -227,6 +262,8 @@ def check_declared_size(content_length: str | None, limit: int) -> None:
 
 def check_content_type(content_type: str | None) -> None:
     """415 unless the media type is ``application/json`` (parameters such as charset allowed)."""
+    if content_type == "application/json":
+        return
     if content_type is None:
         raise UnsupportedMediaType()
     media_type = content_type.split(";", 1)[0].strip().lower()
@@ -234,9 +271,8 @@ def check_content_type(content_type: str | None) -> None:
         raise UnsupportedMediaType()
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(receive: Receive, limit: int) -> bytes:
     """The body, read with a running limit: past ``limit`` → 413 without reading the rest."""
-    receive = request.receive
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -255,22 +291,22 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 async def store_batch(
-    request: Request,
+    scope: Scope,
     services: Services,
     workspace: Workspace,
     calls: list[Call | None],
     problems: list[BatchItemError],
-) -> Response:
+) -> tuple[int, dict[str, Any]]:
     """Store a batch's valid calls; ``eventIds`` in input order, ``null`` where refused.
 
-    When no call is valid the answer is 400 with the same ``errors`` list.
+    The answer's status and body: when no call is valid, 400 with the same ``errors`` list.
     """
     valid = [call for call in calls if call is not None]
     if not valid:
         message = "batch: no call was valid; see errors"
-        rejected = error_body(request.scope, "validation_error", message)
+        rejected = error_body(scope, "validation_error", message)
         rejected["errors"] = problems
-        return JSONResponse(rejected, status_code=400)
+        return 400, rejected
     accepted = iter(await services.store.append_calls(workspace, valid))
     event_ids = [None if call is None else next(accepted).event_id for call in calls]
-    return JSONResponse({"success": True, "eventIds": event_ids, "errors": problems})
+    return 200, {"success": True, "eventIds": event_ids, "errors": problems}

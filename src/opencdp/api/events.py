@@ -96,10 +96,12 @@ async def read_guard(request: Request, services: Services) -> Workspace:
     Also reads any body against the 1 MiB limit (413), so a chunked body without a
     declared size is refused like a declared one.
     """
-    workspace = workspace_of(request)
+    workspace = workspace_of(request.scope)
     limit = services.settings.read_body_limit
-    await guard(request, services, workspace, scope="read", body_limit=limit, unknown_status=401)
-    await read_body(request, limit)
+    await guard(
+        request.scope, services, workspace, access="read", body_limit=limit, unknown_status=401
+    )
+    await read_body(request.receive, limit)
     return workspace
 
 

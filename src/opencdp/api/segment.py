@@ -32,11 +32,12 @@ from opencdp.api.common import (
     Handler,
     JSONResponse,
     Services,
-    add_header,
+    allow_origin,
     check_content_type,
     check_declared_size,
     read_body,
     store_batch,
+    take_rate,
 )
 from opencdp.api.tracking import BatchAccepted, CallAccepted
 from opencdp.auth import authorize, secret_matches, split_token
@@ -44,7 +45,6 @@ from opencdp.errors import (
     AuthenticationFailed,
     InvalidRequest,
     PayloadTooLarge,
-    RateLimited,
     UnsupportedMediaType,
 )
 from opencdp.ingest import decode_json_object
@@ -123,9 +123,10 @@ def _call_handler(services: Services, kind: str, *, any_content_type: bool) -> H
     async def handle(request: Request) -> Response:
         if request.method == "OPTIONS":
             return _preflight(request, "POST, OPTIONS")
-        _allow_origin(request)
+        allow_origin(request.scope)
         body, workspace = await _admit(request, services, any_content_type=any_content_type)
-        received_time, client_ip = time.time_ns() // 1_000_000, services.client_address.of(request)
+        received_time = time.time_ns() // 1_000_000
+        client_ip = services.client_address.of(request.scope)
         call = segment.parse_message(kind, body, received_time=received_time, client_ip=client_ip)
         accepted = await services.store.append_calls(workspace, [call])
         return JSONResponse({"success": True, "eventId": accepted[0].event_id})
@@ -138,13 +139,15 @@ def _batch_handler(services: Services, *, any_content_type: bool) -> Handler:
     async def segment_batch(request: Request) -> Response:
         if request.method == "OPTIONS":
             return _preflight(request, "POST, OPTIONS")
-        _allow_origin(request)
+        allow_origin(request.scope)
         body, workspace = await _admit(request, services, any_content_type=any_content_type)
-        received_time, client_ip = time.time_ns() // 1_000_000, services.client_address.of(request)
+        received_time = time.time_ns() // 1_000_000
+        client_ip = services.client_address.of(request.scope)
         calls, problems = segment.parse_messages(
             body, received_time=received_time, client_ip=client_ip
         )
-        return await store_batch(request, services, workspace, calls, problems)
+        status, answer = await store_batch(request.scope, services, workspace, calls, problems)
+        return JSONResponse(answer, status_code=status)
 
     return segment_batch
 
@@ -153,7 +156,7 @@ def _settings_handler(services: Services) -> Handler:
     async def segment_settings(request: Request) -> Response:
         if request.method == "OPTIONS":
             return _preflight(request, "GET, OPTIONS")
-        _allow_origin(request)
+        allow_origin(request.scope)
         write_key = request.path_params["writeKey"]
         await _authenticate(request, services, write_key)
         host = request.headers.get("host") or f"{request.url.hostname}:{request.url.port}"
@@ -189,12 +192,10 @@ async def _authenticate(request: Request, services: Services, key: str) -> Works
     """The one workspace a write key names; 401 for an unknown key; then the rate limit."""
     record = await _token_record(services, key)
     workspace = _only_workspace(record)
-    principal = await authorize(services.store, key, workspace, "write", unknown_status=401)
-    decision = await services.limiter.take(principal.token_id)
-    add_header(request, b"X-RateLimit-Limit", str(decision.limit).encode())
-    add_header(request, b"X-RateLimit-Remaining", str(decision.remaining).encode())
-    if not decision.allowed:
-        raise RateLimited(decision.retry_after)
+    principal = await authorize(
+        services.store, key, workspace, "write", unknown_status=401, checked=services.tokens
+    )
+    await take_rate(request.scope, services, principal.token_id)
     return workspace
 
 
@@ -232,7 +233,7 @@ def basic_user(authorization: str | None) -> str | None:
 
 async def read_json(request: Request, limit: int) -> dict[str, Any]:
     """The JSON object body, inflated when ``Content-Encoding: gzip``; both sizes limited."""
-    body = await read_body(request, limit)
+    body = await read_body(request.receive, limit)
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding == "gzip":
         body = inflate(body, limit)
@@ -263,13 +264,6 @@ class _UnsupportedEncoding(UnsupportedMediaType):
 
 
 # -- CORS: any origin may send events (tokens in pages are write-only) ----------------------
-
-
-def _allow_origin(request: Request) -> None:
-    origin = request.headers.get("origin")
-    add_header(request, b"Access-Control-Allow-Origin", (origin or "*").encode("latin-1"))
-    if origin:
-        add_header(request, b"Vary", b"Origin")
 
 
 def _preflight(request: Request, methods: str) -> Response:

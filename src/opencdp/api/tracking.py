@@ -3,6 +3,10 @@
 Each handler: check (``guard``) → parse (``ingest``) → one store call → answer.
 A 200 is sent only after the store has committed the calls. Tracking routes answer
 CORS pre-flight so a website's own tag can send events; no other route does.
+
+The handlers are bare ASGI apps, not ``Request -> Response`` functions: this is the
+hot path, and Starlette's request and response wrapping is a large share of its cost.
+Errors are raised as everywhere else (``app.error_answer`` answers them).
 """
 
 from __future__ import annotations
@@ -13,23 +17,22 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import UNSET, UnsetType
-from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from opencdp.api.common import (
     WORKSPACE_PREFIX,
     Endpoint,
-    Handler,
-    JSONResponse,
     Services,
-    add_header,
+    allow_origin,
     guard,
+    header,
     read_body,
+    send_json,
     store_batch,
     workspace_of,
 )
 from opencdp.ingest import decode_json_object, parse_batch, parse_call
-from opencdp.models import Workspace
 
 ACTIONS = ("identify", "track", "page", "screen", "alias", "batch")
 TRACKING_ERRORS = (400, 403, 404, 405, 413, 415, 429, 503)
@@ -46,7 +49,7 @@ def endpoints(services: Services) -> list[Endpoint]:
         Endpoint(
             path=f"{WORKSPACE_PREFIX}/{action}",
             methods=("POST", "OPTIONS"),
-            handler=_handler(services, action),
+            handler=TrackingCall(services, action),
             operation_id=action,
             summary=_SUMMARIES[action],
             tag="Tracking",
@@ -61,44 +64,39 @@ def endpoints(services: Services) -> list[Endpoint]:
     ]
 
 
-def _handler(services: Services, action: str) -> Handler:
-    settings = services.settings
+class TrackingCall:
+    """The ASGI app of one action: ``POST`` stores the call, ``OPTIONS`` answers pre-flight."""
 
-    async def handle(request: Request) -> Response:
-        origin = request.headers.get("origin")
-        if request.method == "OPTIONS":
-            return _preflight(origin)
-        add_header(request, b"Access-Control-Allow-Origin", (origin or "*").encode("latin-1"))
-        if origin:
-            add_header(request, b"Vary", b"Origin")
-        workspace = workspace_of(request)
-        limit = settings.track_body_limit
+    def __init__(self, services: Services, action: str) -> None:
+        self.services = services
+        self.action = action
+        self.__name__ = f"track_{action}"  # the route's name
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] == "OPTIONS":
+            await _preflight(header(scope, b"origin"))(scope, receive, send)
+            return
+        allow_origin(scope)
+        status, answer = await self.accept(scope, receive)
+        await send_json(send, answer, status)
+
+    async def accept(self, scope: Scope, receive: Receive) -> tuple[int, dict[str, Any]]:
+        """Check, parse and store the call: the answer's status and body."""
+        services = self.services
+        workspace = workspace_of(scope)
+        limit = services.settings.track_body_limit
         await guard(
-            request, services, workspace, scope="write", body_limit=limit, unknown_status=403
+            scope, services, workspace, access="write", body_limit=limit, unknown_status=403
         )
-        body = decode_json_object(await read_body(request, limit))
+        body = decode_json_object(await read_body(receive, limit))
         received_time = time.time_ns() // 1_000_000
-        client_ip = services.client_address.of(request)
-        if action == "batch":
-            return await _store_batch(request, services, workspace, body, received_time, client_ip)
-        call = parse_call(action, body, received_time=received_time, client_ip=client_ip)
+        client_ip = services.client_address.of(scope)
+        if self.action == "batch":
+            calls, problems = parse_batch(body, received_time=received_time, client_ip=client_ip)
+            return await store_batch(scope, services, workspace, calls, problems)
+        call = parse_call(self.action, body, received_time=received_time, client_ip=client_ip)
         accepted = await services.store.append_calls(workspace, [call])
-        return JSONResponse({"success": True, "eventId": accepted[0].event_id})
-
-    handle.__name__ = f"track_{action}"
-    return handle
-
-
-async def _store_batch(
-    request: Request,
-    services: Services,
-    workspace: Workspace,
-    body: dict[str, Any],
-    received_time: int,
-    client_ip: str | None,
-) -> Response:
-    calls, problems = parse_batch(body, received_time=received_time, client_ip=client_ip)
-    return await store_batch(request, services, workspace, calls, problems)
+        return 200, {"success": True, "eventId": accepted[0].event_id}
 
 
 def _preflight(origin: str | None) -> Response:
