@@ -51,6 +51,7 @@ class ServerProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "opencdp", "serve", "--db", self.db, "--port", str(self.port)],
             stdout=self._log, stderr=subprocess.STDOUT, env=self.env,
+            start_new_session=True,  # its own process group: the server and its writer process
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -63,22 +64,29 @@ class ServerProcess:
         raise AssertionError(f"server did not become ready:\n{self.log_path.read_text()}")
 
     def kill(self) -> None:
-        """``kill -9``: no chance to finish anything."""
+        """``kill -9`` to every process of the server (the SQLite writer process too) at once."""
         assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
+        self._signal_group(signal.SIGKILL)
         self.proc.wait(timeout=10)
 
     def terminate(self, timeout: float = 15.0) -> int:
-        """SIGTERM, then the exit code."""
+        """SIGTERM to every process of the server, as a service manager stops it; the exit code."""
         assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
+        self._signal_group(signal.SIGTERM)
         return self.proc.wait(timeout=timeout)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
+            self._signal_group(signal.SIGKILL)
             self.proc.wait(timeout=10)
         self._close_log()
+
+    def _signal_group(self, signum: int) -> None:
+        assert self.proc is not None
+        try:
+            os.killpg(self.proc.pid, signum)
+        except ProcessLookupError:
+            pass  # already gone
 
     def _close_log(self) -> None:
         if self._log is not None:

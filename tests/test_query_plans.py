@@ -17,7 +17,8 @@ import pytest
 
 from opencdp.models import EventKey, EventQuery, ProfileKey, ProfileQuery, ProfileRef
 from opencdp.store import sqlite_reads as reads
-from opencdp.store.sqlite import SQLiteStore, connect
+from opencdp.store.sqlite import SQLiteStore
+from opencdp.store.sqlite_connection import connect
 from tests.read_fixtures import T0, WS, call, send
 
 _FULL_SCAN = re.compile(r"^SCAN (events|profiles|identities|e|p|i)\b(?!.*USING)")

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from opencdp.store import sqlite_batch
-from opencdp.store.sqlite import SQLiteStore, connect
+from opencdp.store.sqlite import SQLiteStore
+from opencdp.store.sqlite_connection import connect
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from opencdp.models import JSON, Call
+from opencdp.models import JSON, CallFacts
 from opencdp.traits import Stamps, fill_traits, merge_traits
 
 PLACEHOLDER_IDS = frozenset(
@@ -76,7 +76,7 @@ class IdentityGraph:
     merges: list[tuple[int, int]] = field(default_factory=list)  # (from pk, into pk)
     refusals: list[Refusal] = field(default_factory=list)
 
-    def apply(self, call: Call, event_id: str) -> int:
+    def apply(self, call: CallFacts, event_id: str) -> int:
         """Resolve the call's profile, merge its traits, record its event; return the pk."""
         profile = self._resolve(call)
         if call.traits is not None:
@@ -86,7 +86,7 @@ class IdentityGraph:
         self.changed[profile.pk] = profile
         return profile.pk
 
-    def _resolve(self, call: Call) -> ProfileState:
+    def _resolve(self, call: CallFacts) -> ProfileState:
         if (
             call.action == "alias"
             and call.user_id is not None
@@ -115,7 +115,7 @@ class IdentityGraph:
             profile.anonymous_ids.append(value)
         self.changed[profile.pk] = profile
 
-    def _create(self, call: Call, *, anon: bool = False) -> ProfileState:
+    def _create(self, call: CallFacts, *, anon: bool = False) -> ProfileState:
         kind = "identify" if call.action == "identify" else "event"
         profile = ProfileState(
             pk=self.allocate_pk(),
@@ -135,7 +135,7 @@ class IdentityGraph:
     # -- linking and merging -----------------------------------------------------------
 
     def _link(
-        self, user_id: str, by_user: ProfileState | None, anon_id: str, call: Call
+        self, user_id: str, by_user: ProfileState | None, anon_id: str, call: CallFacts
     ) -> ProfileState:
         by_anon = self._find(ANON, anon_id)
         if by_anon is None:
@@ -157,7 +157,7 @@ class IdentityGraph:
         self.refusals.append(Refusal("identified_conflict", user_id, anon_id))
         return by_user or self._create(call)
 
-    def _alias(self, user_id: str, previous_id: str, call: Call) -> ProfileState:
+    def _alias(self, user_id: str, previous_id: str, call: CallFacts) -> ProfileState:
         target = self._find(USER, user_id)
         previous = self._find(USER, previous_id) or self._find(ANON, previous_id)
         if previous is None:
@@ -193,7 +193,7 @@ class IdentityGraph:
         self.changed[target.pk] = target
 
 
-def _record_event(profile: ProfileState, call: Call, event_id: str) -> None:
+def _record_event(profile: ProfileState, call: CallFacts, event_id: str) -> None:
     stamp: EventStamp = [call.event_time, call.received_time, event_id]
     _keep(profile.first_events, call.event_action, stamp, earliest=True)
     _keep(profile.last_events, call.event_action, stamp, earliest=False)

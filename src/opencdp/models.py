@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 JSON = dict[str, Any]
 
@@ -49,6 +49,29 @@ class Call:
     message_id: str | None = None
     traits: JSON | None = None  # identify: traits to merge into the profile
     previous_id: str | None = None  # alias: the id merged into user_id
+
+
+class CallFacts(Protocol):
+    """What the write rules read of a call: a ``Call``, or the SQLite writer's wire form."""
+
+    @property
+    def action(self) -> str: ...
+    @property
+    def event_action(self) -> str: ...
+    @property
+    def user_id(self) -> str | None: ...
+    @property
+    def anonymous_id(self) -> str | None: ...
+    @property
+    def event_time(self) -> int: ...
+    @property
+    def received_time(self) -> int: ...
+    @property
+    def message_id(self) -> str | None: ...
+    @property
+    def traits(self) -> JSON | None: ...
+    @property
+    def previous_id(self) -> str | None: ...
 
 
 @dataclass(slots=True)

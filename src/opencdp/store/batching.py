@@ -10,15 +10,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import uuid_utils
 
 from opencdp.identity import ANON, USER, IdentityKey, ProfileState
-from opencdp.models import Accepted, Call, Workspace
+from opencdp.models import Accepted, Call, CallFacts, Workspace
 
 _encode = msgspec.json.encode
+C = TypeVar("C", bound=CallFacts)
 
 
 def new_profile_id() -> str:
@@ -34,13 +35,13 @@ def new_event_id() -> str:
 class BatchPlan:
     """Which calls of a batch are new, and how the repeats will be answered."""
 
-    calls: Sequence[Call]
+    calls: Sequence[CallFacts]
     accepted: dict[int, Accepted] = field(default_factory=dict)
     fresh: list[int] = field(default_factory=list)
     first_index: dict[str, int] = field(default_factory=dict)
 
     @classmethod
-    def make(cls, calls: Sequence[Call], stored: dict[str, str]) -> BatchPlan:
+    def make(cls, calls: Sequence[CallFacts], stored: dict[str, str]) -> BatchPlan:
         """``stored``: messageId → eventId of the batch's messageIds already in the store."""
         plan = cls(calls)
         for index, call in enumerate(calls):
@@ -55,7 +56,7 @@ class BatchPlan:
                 plan.fresh.append(index)
         return plan
 
-    def fresh_calls(self) -> list[Call]:
+    def fresh_calls(self) -> list[CallFacts]:
         return [self.calls[i] for i in self.fresh]
 
     def answers(self) -> list[Accepted]:
@@ -69,11 +70,11 @@ class BatchPlan:
         return out
 
 
-def message_ids(calls: Sequence[Call]) -> list[str]:
+def message_ids(calls: Sequence[CallFacts]) -> list[str]:
     return [c.message_id for c in calls if c.message_id is not None]
 
 
-def identity_keys(calls: Sequence[Call]) -> list[IdentityKey]:
+def identity_keys(calls: Sequence[CallFacts]) -> list[IdentityKey]:
     """Every (kind, id) the calls name, sorted: what the batch must load (and lock)."""
     keys: set[IdentityKey] = set()
     for call in calls:
@@ -86,8 +87,20 @@ def identity_keys(calls: Sequence[Call]) -> list[IdentityKey]:
     return sorted(keys)
 
 
-def event_row(call: Call, event_id: str, profile_pk: int) -> list[Any]:
+def raw_fields(call: Call) -> tuple[str, str | None]:
+    """The stored form of ``call.raw`` (JSON text) and the ``anonymousId`` it was sent with.
+
+    That id is kept even where it cannot link (a placeholder beside a ``userId``).
+    """
     anonymous_id = call.raw.get("anonymousId")
+    sent = anonymous_id if isinstance(anonymous_id, str) else None
+    return _encode(call.raw).decode(), sent
+
+
+def event_row(
+    call: CallFacts, event_id: str, profile_pk: int, raw: str, sent_anonymous_id: str | None
+) -> list[Any]:
+    """An events row; ``raw`` and ``sent_anonymous_id`` as ``raw_fields`` makes them."""
     return [
         event_id,
         call.message_id,
@@ -96,8 +109,8 @@ def event_row(call: Call, event_id: str, profile_pk: int) -> list[Any]:
         call.event_time,
         call.received_time,
         call.user_id,
-        anonymous_id if isinstance(anonymous_id, str) else None,
-        _encode(call.raw).decode(),
+        sent_anonymous_id,
+        raw,
     ]
 
 
@@ -119,8 +132,8 @@ def profile_from_row(row: Sequence[Any]) -> ProfileState:
 
 
 def by_workspace(
-    requests: Sequence[tuple[Workspace, Sequence[Call]]],
-) -> list[tuple[Workspace, list[int], list[Call]]]:
+    requests: Sequence[tuple[Workspace, Sequence[C]]],
+) -> list[tuple[Workspace, list[int], list[C]]]:
     """Group commit: the calls of many requests, one list per workspace, arrival order kept.
 
     Each workspace's calls are then written as one batch (a few statements whatever
@@ -128,7 +141,7 @@ def by_workspace(
     Applying them in one batch is the same as applying them request after request: a
     ``messageId`` repeated in a later request is answered as a repeat either way.
     """
-    groups: dict[Workspace, tuple[list[int], list[Call]]] = {}
+    groups: dict[Workspace, tuple[list[int], list[C]]] = {}
     for index, (workspace, calls) in enumerate(requests):
         indexes, merged = groups.setdefault(workspace, ([], []))
         indexes.append(index)

@@ -19,7 +19,7 @@ from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
 from opencdp.identity import IdentityGraph, IdentityKey, ProfileState
-from opencdp.models import Accepted, Call
+from opencdp.models import Accepted, Call, CallFacts
 from opencdp.store.base import StoreObserver
 from opencdp.store.batching import (
     BatchPlan,
@@ -30,6 +30,7 @@ from opencdp.store.batching import (
     new_profile_id,
     profile_from_row,
     profile_row,
+    raw_fields,
 )
 
 log = logging.getLogger("opencdp.store")
@@ -105,7 +106,7 @@ class PostgresBatch:
             event_id = new_event_id()
             profile_pk = graph.apply(calls[index], event_id)
             plan.accepted[index] = Accepted(event_id)
-            rows.append(event_row(calls[index], event_id, profile_pk))
+            rows.append(event_row(calls[index], event_id, profile_pk, *raw_fields(calls[index])))
         await self._save(graph, rows)
         for refusal in graph.refusals:
             self._observer.refused(refusal.reason)
@@ -125,7 +126,7 @@ class PostgresBatch:
         cursor = await self._conn.execute(_FIND_MESSAGES, (self._ws, wanted))
         return {mid: eid for mid, eid in await cursor.fetchall()}
 
-    async def _load_graph(self, calls: Sequence[Call]) -> IdentityGraph:
+    async def _load_graph(self, calls: Sequence[CallFacts]) -> IdentityGraph:
         keys = identity_keys(calls)
         identities: dict[IdentityKey, int] = {}
         profiles: dict[int, ProfileState] = {}
@@ -182,6 +183,6 @@ class PostgresBatch:
             )
 
 
-def _possible_new_profiles(calls: Sequence[Call], known: dict[IdentityKey, int]) -> int:
+def _possible_new_profiles(calls: Sequence[CallFacts], known: dict[IdentityKey, int]) -> int:
     """An upper bound: each call creates at most one profile, and only for an unknown id."""
     return sum(1 for call in calls if any(k not in known for k in identity_keys([call])))

@@ -1,8 +1,9 @@
 """The embedded store: one SQLite file in WAL mode.
 
-One writer connection, owned by the group-commit thread (``sqlite_writer``); readers
-use their own connections (one per thread) and are never blocked by it. Every commit
-is flushed to disk (``synchronous=FULL``) before a request is answered.
+One writer connection, owned by the writer process (``sqlite_commit``, fed in groups
+by ``sqlite_writer``); readers use their own connections (one per thread) and are
+never blocked by it. Every commit is flushed to disk (``synchronous=FULL``) before a
+request is answered.
 """
 
 from __future__ import annotations
@@ -36,30 +37,11 @@ from opencdp.store import read_sql, sqlite_bulk
 from opencdp.store import sqlite_reads as reads
 from opencdp.store.base import ObserverOf, Store
 from opencdp.store.migrations import load_migrations
+from opencdp.store.sqlite_connection import connect
 from opencdp.store.sqlite_writer import GroupCommitWriter
 from opencdp.store.token_cache import RevocationCount, TokenCache, bump_revocations
 
 T = TypeVar("T")
-
-_PRAGMAS = (
-    "PRAGMA journal_mode = WAL",
-    "PRAGMA synchronous = FULL",
-    "PRAGMA busy_timeout = 10000",
-    "PRAGMA foreign_keys = OFF",
-    "PRAGMA cache_size = -65536",
-    "PRAGMA temp_store = MEMORY",
-)
-
-
-def connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
-    """A connection in autocommit mode (transactions are explicit) with our pragmas."""
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    for pragma in _PRAGMAS:
-        conn.execute(pragma)
-    if readonly:
-        conn.execute("PRAGMA query_only = ON")
-    return conn
-
 
 class SQLiteStore(Store):
     def __init__(
@@ -89,13 +71,13 @@ class SQLiteStore(Store):
         self.migrate()
         self._revocations = RevocationCount(self._revocations_path)
         writer = GroupCommitWriter(
-            connect(self.path),
+            self.path,
             batch_max=self._batch_max,
             queue_max=self._queue_max,
             observer=ObserverOf(self),
             ack_before_commit=self._ack_before_commit,
         )
-        writer.start()
+        await asyncio.to_thread(writer.start)
         self._writer = writer
 
     async def stop(self) -> None:

@@ -1,8 +1,8 @@
 """One write batch on SQLite: load the identities it names, apply the rules, save.
 
-Each step is one SQL statement over the whole batch (``json_each`` for input,
-``json_group_array`` for output). The writer thread releases the GIL once per
-statement instead of once per row, which keeps it fast beside a busy event loop.
+It runs in the writer process (``sqlite_commit``), which has a core and a GIL of its
+own: loading is one statement (``json_each`` in, ``json_group_array`` out), saving is
+one ``executemany`` per table, the cheapest way to insert rows there.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any
 
 import msgspec
 
-from opencdp.identity import IdentityGraph
-from opencdp.models import Accepted, Call
+from opencdp.identity import IdentityGraph, ProfileState
+from opencdp.models import JSON, Accepted, Call
 from opencdp.store.base import StoreObserver
 from opencdp.store.batching import (
     BatchPlan,
@@ -26,6 +26,7 @@ from opencdp.store.batching import (
     new_profile_id,
     profile_from_row,
     profile_row,
+    raw_fields,
 )
 
 log = logging.getLogger("opencdp.store")
@@ -59,10 +60,7 @@ _SAVE_PROFILES = """
 INSERT INTO profiles (pk, workspace_id, id, external_id, email, traits, trait_stamps,
     anonymous_ids, audiences, created_by, created_time, first_events, last_events,
     last_activity, merged_into)
-SELECT j.value ->> 0, ?2, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value -> 4,
-    j.value -> 5, j.value -> 6, j.value -> 7, j.value -> 8, j.value ->> 9, j.value -> 10,
-    j.value -> 11, j.value ->> 12, j.value ->> 13
-FROM json_each(?1) j WHERE true
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (pk) DO UPDATE SET external_id = excluded.external_id, email = excluded.email,
     traits = excluded.traits, trait_stamps = excluded.trait_stamps,
     anonymous_ids = excluded.anonymous_ids, audiences = excluded.audiences,
@@ -70,17 +68,45 @@ ON CONFLICT (pk) DO UPDATE SET external_id = excluded.external_id, email = exclu
     last_activity = excluded.last_activity, merged_into = excluded.merged_into
 """
 _SAVE_IDENTITIES = """
-INSERT INTO identities (workspace_id, kind, value, profile_pk)
-SELECT ?2, j.value ->> 0, j.value ->> 1, j.value ->> 2 FROM json_each(?1) j WHERE true
+INSERT INTO identities (workspace_id, kind, value, profile_pk) VALUES (?, ?, ?, ?)
 ON CONFLICT (workspace_id, kind, value) DO UPDATE SET profile_pk = excluded.profile_pk
 """
 _SAVE_EVENTS = """
 INSERT INTO events (workspace_id, event_id, message_id, profile_pk, action, event_time,
     received_time, user_id, anonymous_id, raw)
-SELECT ?2, j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4,
-    j.value ->> 5, j.value ->> 6, j.value ->> 7, j.value ->> 8
-FROM json_each(?1) j
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
+#: The JSON columns of a ``profile_row``, stored as JSON text.
+_PROFILE_JSON = (4, 5, 6, 7, 8, 10, 11)
+
+
+class WireCall(msgspec.Struct, array_like=True, gc=False):
+    """A ``Call`` on its way to the writer process.
+
+    Its ``raw`` travels as the JSON text the events table keeps: the process never
+    builds it as Python objects (decoding a 1 KB call costs more than inserting it).
+    """
+
+    action: str
+    event_action: str
+    user_id: str | None
+    anonymous_id: str | None
+    event_time: int
+    received_time: int
+    raw: str
+    sent_anonymous_id: str | None
+    message_id: str | None
+    traits: JSON | None
+    previous_id: str | None
+
+    @classmethod
+    def of(cls, call: Call) -> WireCall:
+        raw, sent_anonymous_id = raw_fields(call)
+        return cls(
+            call.action, call.event_action, call.user_id, call.anonymous_id, call.event_time,
+            call.received_time, raw, sent_anonymous_id, call.message_id, call.traits,
+            call.previous_id,
+        )
 
 
 class BatchWriter:
@@ -91,7 +117,7 @@ class BatchWriter:
         self._observer = observer
         self._next_pk = 0
 
-    def write(self, workspace_id: int, calls: Sequence[Call]) -> list[Accepted]:
+    def write(self, workspace_id: int, calls: Sequence[WireCall]) -> list[Accepted]:
         """Store the calls; one ``Accepted`` per call, repeats answered with the first id."""
         stored, graph = self._load(workspace_id, calls)
         plan = BatchPlan.make(calls, stored)
@@ -100,13 +126,14 @@ class BatchWriter:
             event_id = new_event_id()
             profile_pk = graph.apply(calls[index], event_id)
             plan.accepted[index] = Accepted(event_id)
-            rows.append(event_row(calls[index], event_id, profile_pk))
+            call = calls[index]
+            rows.append(event_row(call, event_id, profile_pk, call.raw, call.sent_anonymous_id))
         self._save(workspace_id, graph, rows)
         self._report(workspace_id, graph)
         return plan.answers()
 
     def _load(
-        self, workspace_id: int, calls: Sequence[Call]
+        self, workspace_id: int, calls: Sequence[WireCall]
     ) -> tuple[dict[str, str], IdentityGraph]:
         """messageId → eventId of the calls' repeats, and the identity graph they touch.
 
@@ -134,18 +161,28 @@ class BatchWriter:
             )
 
     def _save(self, workspace_id: int, graph: IdentityGraph, rows: list[list[Any]]) -> None:
+        conn = self._conn
         if graph.changed:
-            profiles = [profile_row(p) for p in graph.changed.values()]
-            self._conn.execute(_SAVE_PROFILES, (_encode(profiles), workspace_id))
+            profiles = [_profile_params(workspace_id, p) for p in graph.changed.values()]
+            conn.executemany(_SAVE_PROFILES, profiles)
         if graph.links:
-            links = [[k, v, pk] for (k, v), pk in graph.links.items()]
-            self._conn.execute(_SAVE_IDENTITIES, (_encode(links), workspace_id))
+            links = [(workspace_id, k, v, pk) for (k, v), pk in graph.links.items()]
+            conn.executemany(_SAVE_IDENTITIES, links)
         if rows:  # before the merges: a row may name a profile merged later in the batch
-            self._conn.execute(_SAVE_EVENTS, (_encode(rows), workspace_id))
+            conn.executemany(_SAVE_EVENTS, [(workspace_id, *row) for row in rows])
         for source, target in graph.merges:
-            self._conn.execute(
+            conn.execute(
                 "UPDATE events SET profile_pk = ? WHERE profile_pk = ?", (target, source)
             )
-            self._conn.execute(
+            conn.execute(
                 "UPDATE identities SET profile_pk = ? WHERE profile_pk = ?", (target, source)
             )
+
+
+def _profile_params(workspace_id: int, profile: ProfileState) -> list[Any]:
+    """``profile_row`` as the insert's parameters: the workspace second, JSON as text."""
+    row = profile_row(profile)
+    for index in _PROFILE_JSON:
+        row[index] = _encode(row[index]).decode()
+    row.insert(1, workspace_id)
+    return row

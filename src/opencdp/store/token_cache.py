@@ -1,7 +1,7 @@
 """Token records cached until a revocation, so requests run no token query.
 
-On SQLite a token query would run on the event loop, and every SQLite call there
-hands the GIL to the writer thread, which may keep it for a whole switch interval.
+A token query on every request would cost a SQLite call on the event loop, and a
+GIL hand-over to the store's threads, which may keep it for a whole switch interval.
 So each record is cached with the revocation count current when it was read. The
 count lives in a small file beside the database (``<db>-revocations``), mapped into
 memory: reading it is a memory load, with no system call and no GIL hand-over.

@@ -1,0 +1,105 @@
+"""The SQLite writer process: what the server sees when it dies, stops, or outlives nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from opencdp.errors import Unavailable
+from opencdp.models import EventQuery
+from opencdp.store.sqlite import SQLiteStore
+from tests.read_fixtures import WS, call
+from tests.server_process import ServerProcess, cli
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie, dead but not yet reaped, counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def _wait_gone(pid: int, seconds: float = 10) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.mark.anyio
+async def test_a_dead_writer_process_means_503_then_a_new_one(tmp_path: Path) -> None:
+    store = SQLiteStore(str(tmp_path / "opencdp.db"))
+    await store.start()
+    try:
+        before = await store.append_calls(WS, [call(user_id="u1")])
+        first = store.writer.process_id
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        assert _wait_gone(first)
+        outcomes: list[str] = []
+        after = []
+        for _ in range(5):
+            try:
+                after = await store.append_calls(WS, [call(user_id="u1")])
+            except Unavailable:
+                outcomes.append("503")
+                continue
+            outcomes.append("200")
+            break
+        assert outcomes in (["200"], ["503", "200"]), outcomes
+        assert store.writer.process_id not in (None, first)
+        page = await store.list_events(WS, EventQuery())
+        stored = {e.event_id for e in page.events}
+        assert stored == {before[0].event_id, after[0].event_id}
+    finally:
+        await store.stop()
+
+
+@pytest.mark.anyio
+async def test_stop_commits_the_queue_and_ends_the_writer_process(tmp_path: Path) -> None:
+    store = SQLiteStore(str(tmp_path / "opencdp.db"))
+    await store.start()
+    pid = store.writer.process_id
+    assert pid is not None
+    await store.append_calls(WS, [call(user_id=f"u{n}") for n in range(50)])
+    await store.stop()
+    assert _wait_gone(pid, seconds=1)
+    again = SQLiteStore(str(tmp_path / "opencdp.db"))
+    await again.start()
+    try:
+        assert (await again.list_events(WS, EventQuery())).total == 50
+    finally:
+        await again.stop()
+
+
+@pytest.mark.slow
+def test_the_writer_process_ends_when_the_server_is_killed(tmp_path: Path) -> None:
+    """Only the server gets SIGKILL: its writer process sees the socket close and exits."""
+    db = f"sqlite:///{tmp_path / 'opencdp.db'}"
+    server = ServerProcess(db, tmp_path / "server.log")
+    server.start()
+    try:
+        assert server.proc is not None
+        tasks = Path(f"/proc/{server.proc.pid}/task").glob("*/children")
+        writers = [int(pid) for task in tasks for pid in task.read_text().split()]
+        assert len(writers) == 1
+        token = cli("tokens", "create", "--client", "shop", "--all-accounts", "--all-brands",
+                    "--scope", "write", db=db).strip()
+        body = {"userId": "u1", "event": "Order Completed", "timestamp": "2026-01-01T00:00:00Z"}
+        answer = httpx.post(f"{server.url}/track/shop/web/uk/v1/track", json=body,
+                            headers={"auth-token": token})
+        assert answer.status_code == 200
+        server.proc.send_signal(signal.SIGKILL)
+        server.proc.wait(timeout=10)
+        assert _wait_gone(writers[0]), "the writer process outlived the server"
+    finally:
+        server.stop()
