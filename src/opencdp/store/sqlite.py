@@ -77,12 +77,12 @@ class SQLiteStore(Store):
             observer=ObserverOf(self),
             ack_before_commit=self._ack_before_commit,
         )
-        await asyncio.to_thread(writer.start)
+        await writer.start()
         self._writer = writer
 
     async def stop(self) -> None:
         if self._writer is not None:
-            await asyncio.to_thread(self._writer.stop)
+            await self._writer.stop()
             self._writer = None
         if self._revocations is not None:
             self._revocations.close()

@@ -34,7 +34,7 @@ from opencdp.store.sqlite_connection import connect
 
 log = logging.getLogger("opencdp.store")
 
-_LENGTH = struct.Struct(">I")
+LENGTH = struct.Struct(">I")
 
 
 class Submission(msgspec.Struct, array_like=True):
@@ -68,15 +68,15 @@ class Answer(msgspec.Struct, array_like=True):
 
 
 def send_frame(sock: socket.socket, payload: bytes) -> None:
-    sock.sendall(_LENGTH.pack(len(payload)) + payload)
+    sock.sendall(LENGTH.pack(len(payload)) + payload)
 
 
 def receive_frame(sock: socket.socket) -> bytes | None:
     """The next frame's body, or None when the other end has closed the socket."""
-    head = _receive_exactly(sock, _LENGTH.size)
+    head = _receive_exactly(sock, LENGTH.size)
     if head is None:
         return None
-    body = _receive_exactly(sock, _LENGTH.unpack(head)[0])
+    body = _receive_exactly(sock, LENGTH.unpack(head)[0])
     if body is None:
         raise ConnectionError("the socket closed in the middle of a frame")
     return body

@@ -1,11 +1,12 @@
-"""The server's side of the SQLite writer: a queue, and threads that feed the writer process.
+"""The server's side of the SQLite writer: the event loop feeds the writer process.
 
-Requests put their calls on a queue and wait. A thread takes everything queued (up to
-a bound) and sends it as one group to the writer process (``sqlite_commit``); another
-reads the process's answers (each sent after its group's commit) and wakes the waiting
-requests. While the process commits a group, the next one is already on its way and a
-third gathers in the queue: that is the group commit, kept busy. The identity rules
-and the SQL run in that process, on another core than the one serving HTTP.
+Requests add their calls to a pending list and wait. Whenever fewer than two groups
+are with the writer process (``sqlite_commit``), everything pending (up to a bound)
+goes to it as one group over a Unix socket; the process answers each group after its
+commit, and the answer wakes that group's requests. While the process commits one
+group the next is already on its way and a third gathers: that is the group commit,
+kept busy. It all runs on the event loop, so no thread stands between a request and
+its answer. The identity rules and the SQL run in the process, on another core.
 
 If the writer process dies, the requests of the groups it held get 503 (a retry with
 the same ``messageId`` is safe: they may have been committed) and a new process starts.
@@ -15,14 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import queue
 import socket
 import subprocess
 import sys
-import threading
-import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import msgspec
@@ -32,7 +30,7 @@ from opencdp.models import Accepted, Call, Workspace
 from opencdp.store.base import StoreObserver
 from opencdp.store.batching import settle
 from opencdp.store.sqlite_batch import WireCall
-from opencdp.store.sqlite_commit import Answer, Group, Submission, receive_frame, send_frame
+from opencdp.store.sqlite_commit import LENGTH, Answer, Group, Submission
 
 log = logging.getLogger("opencdp.store")
 
@@ -46,25 +44,29 @@ IN_FLIGHT = 2
 class _Waiting:
     submission: Submission
     future: asyncio.Future[list[Accepted]]
-    loop: asyncio.AbstractEventLoop
 
 
-_STOP = object()
 Batch = list[_Waiting]
 
 
 class WriterProcess:
-    """One ``python -m opencdp.store.sqlite_commit`` process, the socket to it, and the
-    thread that reads its answers and hands each to ``answered`` with its group."""
+    """One ``python -m opencdp.store.sqlite_commit`` process and the stream to it."""
 
     def __init__(
         self,
-        path: str,
-        answered: Callable[[Batch, Answer | None], None],
-        *,
-        log_level: str,
-        ack_before_commit: bool,
+        process: subprocess.Popen[bytes],
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
     ) -> None:
+        self._process = process
+        self._reader = reader
+        self._writer = writer
+        self._encode = msgspec.msgpack.Encoder().encode
+        self._decode = msgspec.msgpack.Decoder(Answer).decode
+
+    @classmethod
+    async def start(cls, path: str, *, log_level: str, ack_before_commit: bool) -> WriterProcess:
+        """Start the process and wait until its connection is open."""
         ours, theirs = socket.socketpair()
         command = [
             sys.executable, "-m", "opencdp.store.sqlite_commit", "--db", path,
@@ -73,82 +75,45 @@ class WriterProcess:
         if ack_before_commit:
             command.append("--unsafe-ack-before-commit")
         try:
-            self._process = subprocess.Popen(command, pass_fds=(theirs.fileno(),))
+            process = subprocess.Popen(command, pass_fds=(theirs.fileno(),))
         finally:
             theirs.close()
-        self._sock = ours
-        self._answered = answered
-        self._encode = msgspec.msgpack.Encoder().encode
-        self._decode = msgspec.msgpack.Decoder(Answer).decode
-        self._lock = threading.Lock()
-        self._in_flight: deque[Batch] = deque()
-        self._slots = threading.Semaphore(IN_FLIGHT)
-        self.alive = True
-        if self._receive() is None:  # the process says it is ready
-            raise RuntimeError(f"the SQLite writer process exited ({self._process.wait()})")
-        self._reader = threading.Thread(
-            target=self._read, name="opencdp-writer-answers", daemon=True
-        )
-        self._reader.start()
+        reader, writer = await asyncio.open_unix_connection(sock=ours)
+        started = cls(process, reader, writer)
+        if await started.receive() is None:  # the process says it is ready
+            await started.close(timeout=5)
+            raise RuntimeError(f"the SQLite writer process exited ({process.returncode})")
+        return started
 
     @property
     def pid(self) -> int:
         return self._process.pid
 
-    def send(self, batch: Batch) -> bool:
-        """Send ``batch`` as one group; False if the process is gone (nothing was sent)."""
-        self._slots.acquire()
-        with self._lock:
-            if not self.alive:
-                self._slots.release()
-                return False
-            self._in_flight.append(batch)
-        try:
-            send_frame(self._sock, self._encode(Group([w.submission for w in batch])))
-        except OSError:
-            pass  # the reader sees the socket close and answers the batch
-        return True
+    def send(self, group: Group) -> None:
+        payload = self._encode(group)
+        self._writer.write(LENGTH.pack(len(payload)) + payload)
 
-    def _read(self) -> None:
-        while True:
-            try:
-                answer = self._receive()
-            except (OSError, msgspec.DecodeError):
-                answer = None
-            if answer is None:
-                break
-            with self._lock:
-                batch = self._in_flight.popleft()
-            self._answered(batch, answer)
-            self._slots.release()
-        with self._lock:
-            self.alive = False
-            lost = list(self._in_flight)
-            self._in_flight.clear()
-        for batch in lost:
-            self._answered(batch, None)
-            self._slots.release()
-
-    def _receive(self) -> Answer | None:
-        frame = receive_frame(self._sock)
-        return None if frame is None else self._decode(frame)
-
-    def close(self, timeout: float = 60) -> None:
-        """Wait for the answers in flight, then end the process (it finishes its commit)."""
-        for _ in range(IN_FLIGHT):
-            self._slots.acquire()
+    async def receive(self) -> Answer | None:
+        """The next answer; None once the process has closed its end (or died)."""
         try:
-            self._sock.shutdown(socket.SHUT_WR)  # the process sees the end and exits
-        except OSError:
-            pass  # it is gone already
-        self._reader.join()
-        self._sock.close()
+            head = await self._reader.readexactly(LENGTH.size)
+            return self._decode(await self._reader.readexactly(LENGTH.unpack(head)[0]))
+        except (asyncio.IncompleteReadError, ConnectionError, msgspec.DecodeError):
+            return None
+
+    async def close(self, timeout: float = 60) -> None:
+        """Close the stream (the process finishes its commit and exits) and wait for it."""
+        self._writer.close()
         try:
-            self._process.wait(timeout=timeout)
+            await self._writer.wait_closed()
+        except ConnectionError:
+            pass
+        try:
+            await asyncio.to_thread(self._process.wait, timeout)
         except subprocess.TimeoutExpired:
             log.error("the SQLite writer process did not stop; killing it")
             self._process.kill()
-            self._process.wait()
+            await asyncio.to_thread(self._process.wait)
 
 
 class GroupCommitWriter:
@@ -166,104 +131,108 @@ class GroupCommitWriter:
         self._ack_before_commit = ack_before_commit
         self._batch_max = batch_max
         self._queue_max = queue_max
-        self._queue: queue.SimpleQueue[_Waiting | object] = queue.SimpleQueue()
-        self._queued = 0  # calls waiting; read without the lock, an estimate is enough
-        self._lock = threading.Lock()
+        self._pending: deque[_Waiting] = deque()
+        self._in_flight: deque[Batch] = deque()
+        self._queued = 0  # calls pending or in flight
+        self._drained = asyncio.Event()
+        self._drained.set()
         self._process: WriterProcess | None = None
-        self._thread = threading.Thread(target=self._run, name="opencdp-writer", daemon=True)
+        self._answers: asyncio.Task[None] | None = None
+        self._closing = False
 
-    def start(self) -> None:
-        """Start the writer process (blocks until it is ready) and the feeding thread."""
-        self._process = self._new_process()
-        self._thread.start()
+    async def start(self) -> None:
+        """Start the writer process (returns once it is ready) and the answer reader."""
+        self._process = await self._new_process()
+        self._answers = asyncio.create_task(self._read_answers(), name="opencdp-writer")
 
-    def stop(self) -> None:
-        """Write everything queued, then end the thread and the process."""
-        self._queue.put(_STOP)
-        self._thread.join()
+    async def stop(self) -> None:
+        """Write everything pending, then end the process."""
+        await self._drained.wait()
+        self._closing = True
+        if self._process is not None:
+            await self._process.close()
+        if self._answers is not None:
+            await self._answers
 
     @property
     def process_id(self) -> int | None:
         """The writer process's pid (None between a crash and its restart)."""
-        process = self._process
-        return None if process is None or not process.alive else process.pid
+        return None if self._process is None else self._process.pid
 
     async def submit(self, workspace: Workspace, calls: Sequence[Call]) -> list[Accepted]:
         if self._queued + len(calls) > self._queue_max:
             raise Unavailable("the write queue is full; retry shortly", retry_after=1)
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[list[Accepted]] = loop.create_future()
-        with self._lock:
-            self._queued += len(calls)
+        future: asyncio.Future[list[Accepted]] = asyncio.get_running_loop().create_future()
         submission = Submission(workspace, [WireCall.of(call) for call in calls])
-        self._queue.put(_Waiting(submission, future, loop))
+        self._pending.append(_Waiting(submission, future))
+        self._queued += len(calls)
+        self._drained.clear()
+        self._send_pending()
         return await future
 
-    # -- the feeding thread ------------------------------------------------------------
+    def _send_pending(self) -> None:
+        """Send what is pending as one group, unless two groups are already with the process."""
+        while self._pending and self._process is not None and len(self._in_flight) < IN_FLIGHT:
+            batch = self._take_batch()
+            self._in_flight.append(batch)
+            self._process.send(Group([w.submission for w in batch]))
 
-    def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            batch, stopping = self._take_batch()
-            if batch:
-                self._send(batch)
-        if self._process is not None:
-            self._process.close()
-            self._process = None
-
-    def _take_batch(self) -> tuple[Batch, bool]:
-        item = self._queue.get()
+    def _take_batch(self) -> Batch:
         batch: Batch = []
         size = 0
-        while True:
-            if item is _STOP:
-                return batch, True
-            assert isinstance(item, _Waiting)
-            batch.append(item)
-            size += len(item.submission.calls)
-            if size >= self._batch_max:
-                return batch, False
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return batch, False
+        while self._pending and size < self._batch_max:
+            waiting = self._pending.popleft()
+            batch.append(waiting)
+            size += len(waiting.submission.calls)
+        return batch
 
-    def _send(self, batch: Batch) -> None:
-        """Hand ``batch`` to the writer process, starting a new one if the last one died."""
-        process = self._process
-        if process is not None and process.send(batch):
-            return
-        if process is not None:
-            log.error("the SQLite writer process died; starting a new one")
-            process.close(timeout=5)
-        self._process = process = self._restart()
-        if process is None or not process.send(batch):
-            self._answered(batch, None)
+    async def _read_answers(self) -> None:
+        while self._process is not None:
+            answer = await self._process.receive()
+            if answer is None:
+                if self._closing:
+                    return
+                await self._replace_process()
+                continue
+            self._answered(self._in_flight.popleft(), answer)
+            self._send_pending()
 
     def _answered(self, batch: Batch, answer: Answer | None) -> None:
-        """On the answer-reading thread: count, and wake the batch's requests."""
-        with self._lock:
-            self._queued -= sum(len(w.submission.calls) for w in batch)
+        self._queued -= sum(len(w.submission.calls) for w in batch)
         results = _results(answer, len(batch))
         if answer is not None:
             for reason in answer.refusals:
                 self._observer.refused(reason)
             self._observer.committed(*_counts(results))
-        _deliver(batch, results)
+        settle([w.future for w in batch], results)
+        if not self._pending and not self._in_flight:
+            self._drained.set()
 
-    def _new_process(self) -> WriterProcess:
+    async def _replace_process(self) -> None:
+        """The process died: answer its groups 503, then start a new one (and retry)."""
+        log.error("the SQLite writer process died; its requests are answered 503")
+        while self._in_flight:
+            self._answered(self._in_flight.popleft(), None)
+        dead, self._process = self._process, None
+        if dead is not None:
+            await dead.close(timeout=5)
+        while self._process is None:
+            await asyncio.sleep(RESTART_DELAY)
+            if self._closing:
+                return
+            try:
+                self._process = await self._new_process()
+            except Exception:
+                log.exception("the SQLite writer process could not start")
+                while self._pending:  # nobody waits for a writer that may not come back
+                    self._answered([self._pending.popleft()], None)
+        self._send_pending()
+
+    async def _new_process(self) -> WriterProcess:
         level = logging.getLevelName(logging.getLogger("opencdp").getEffectiveLevel())
-        return WriterProcess(
-            self._path, self._answered, log_level=level, ack_before_commit=self._ack_before_commit
+        return await WriterProcess.start(
+            self._path, log_level=level, ack_before_commit=self._ack_before_commit
         )
-
-    def _restart(self) -> WriterProcess | None:
-        time.sleep(RESTART_DELAY)
-        try:
-            return self._new_process()
-        except Exception:
-            log.exception("the SQLite writer process could not start")
-            return None
 
 
 def _results(answer: Answer | None, size: int) -> list[list[Accepted] | BaseException]:
@@ -281,17 +250,3 @@ def _counts(results: Sequence[list[Accepted] | BaseException]) -> tuple[int, int
     """(calls answered, how many of them were repeats) for the observer."""
     answered = [a for r in results if not isinstance(r, BaseException) for a in r]
     return len(answered), sum(1 for a in answered if a.duplicate)
-
-
-def _deliver(group: Batch, results: Sequence[list[Accepted] | BaseException]) -> None:
-    """Wake the waiting requests: one hand-over per event loop, not one per request."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[int]] = {}
-    for index, waiting in enumerate(group):
-        by_loop.setdefault(waiting.loop, []).append(index)
-    for loop, indexes in by_loop.items():
-        futures = [group[i].future for i in indexes]
-        answers = [results[i] for i in indexes]
-        try:
-            loop.call_soon_threadsafe(settle, futures, answers)
-        except RuntimeError:
-            log.warning("event loop closed before its writes were answered")
