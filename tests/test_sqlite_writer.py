@@ -11,9 +11,9 @@ import httpx
 import pytest
 
 from opencdp.errors import Unavailable
-from opencdp.models import EventQuery
+from opencdp.models import EventQuery, ProfileRef
 from opencdp.store.sqlite import SQLiteStore
-from tests.read_fixtures import WS, call
+from tests.read_fixtures import T0, WS, call
 from tests.server_process import ServerProcess, cli
 
 
@@ -103,3 +103,27 @@ def test_the_writer_process_ends_when_the_server_is_killed(tmp_path: Path) -> No
         assert _wait_gone(writers[0]), "the writer process outlived the server"
     finally:
         server.stop()
+
+
+@pytest.mark.anyio
+async def test_a_profile_written_by_another_process_is_read_again(tmp_path: Path) -> None:
+    """Two servers on one file: each writer's profile cache must see the other's commits."""
+    path = str(tmp_path / "opencdp.db")
+    first, second = SQLiteStore(path), SQLiteStore(path)
+    await first.start()
+    await second.start()
+    try:
+        await first.append_calls(
+            WS, [call("identify", user_id="u1", at=T0, traits={"plan": "free"})]
+        )
+        await second.append_calls(
+            WS, [call("identify", user_id="u1", at=T0 + 1, traits={"plan": "pro"})]
+        )
+        await first.append_calls(
+            WS, [call("identify", user_id="u1", at=T0 + 2, traits={"seats": 3})]
+        )
+        [profile] = await first.find_profiles(WS, ProfileRef("userId", "u1"))
+        assert profile.traits == {"plan": "pro", "seats": 3}
+    finally:
+        await first.stop()
+        await second.stop()

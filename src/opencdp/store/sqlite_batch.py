@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from opencdp.identity import IdentityGraph, ProfileState
+from opencdp.identity import IdentityGraph, IdentityKey, ProfileState
 from opencdp.models import JSON, Accepted, Call
 from opencdp.store.base import StoreObserver
 from opencdp.store.batching import (
@@ -109,13 +109,56 @@ class WireCall(msgspec.Struct, array_like=True, gc=False):
         )
 
 
+class ProfileCache:
+    """The profiles and identities this process last read or wrote, to skip loading them.
+
+    It is right only while no other connection writes the database: ``PRAGMA
+    data_version`` changes when one does (another ``--workers`` process, a token
+    revocation), and the cache is then dropped. It is dropped too after a batch that
+    merged profiles (the merge moves identities the batch never loaded) and after a
+    failed transaction (the cached profiles may hold its rolled-back changes).
+    """
+
+    def __init__(self, limit: int = 50_000) -> None:
+        self.limit = limit
+        self.identities: dict[tuple[int, str, str], int] = {}
+        self.profiles: dict[int, ProfileState] = {}
+        self._version: int | None = None
+
+    def check(self, conn: sqlite3.Connection) -> None:
+        """Drop everything if another connection has written since the last check."""
+        version = conn.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._version:
+            self.clear()
+            self._version = version
+
+    def clear(self) -> None:
+        self.identities.clear()
+        self.profiles.clear()
+
+    def keep(self, workspace_id: int, graph: IdentityGraph) -> None:
+        """Remember what a batch read and wrote (called once its transaction committed)."""
+        if graph.merges or len(self.profiles) + len(graph.profiles) > self.limit:
+            self.clear()
+            return
+        self.profiles.update(graph.profiles)
+        for (kind, value), pk in graph.identities.items():
+            self.identities[(workspace_id, kind, value)] = pk
+
+
 class BatchWriter:
-    """Applies calls for one workspace inside the writer's open transaction."""
+    """Applies calls for one workspace inside the writer's open transaction.
+
+    ``committed()`` or ``rolled_back()`` must follow each transaction: the profile
+    cache keeps what committed and forgets the rest.
+    """
 
     def __init__(self, conn: sqlite3.Connection, observer: StoreObserver) -> None:
         self._conn = conn
         self._observer = observer
         self._next_pk = 0
+        self._cache = ProfileCache()
+        self._written: list[tuple[int, IdentityGraph]] = []
 
     def write(self, workspace_id: int, calls: Sequence[WireCall]) -> list[Accepted]:
         """Store the calls; one ``Accepted`` per call, repeats answered with the first id."""
@@ -130,20 +173,44 @@ class BatchWriter:
             rows.append(event_row(call, event_id, profile_pk, call.raw, call.sent_anonymous_id))
         self._save(workspace_id, graph, rows)
         self._report(workspace_id, graph)
+        self._written.append((workspace_id, graph))
         return plan.answers()
+
+    def committed(self) -> None:
+        for workspace_id, graph in self._written:
+            self._cache.keep(workspace_id, graph)
+        self._written.clear()
+
+    def rolled_back(self) -> None:
+        self._cache.clear()
+        self._written.clear()
 
     def _load(
         self, workspace_id: int, calls: Sequence[WireCall]
     ) -> tuple[dict[str, str], IdentityGraph]:
         """messageId → eventId of the calls' repeats, and the identity graph they touch.
 
-        The graph holds every identity the calls name (repeats' too: a harmless superset).
+        The graph holds every identity the calls name (repeats' too: a harmless superset);
+        what the cache holds is not read again.
         """
-        params = (_encode(message_ids(calls)), _encode(identity_keys(calls)), workspace_id)
+        cache = self._cache
+        cache.check(self._conn)
+        identities: dict[IdentityKey, int] = {}
+        profiles: dict[int, ProfileState] = {}
+        missing = []
+        for key in identity_keys(calls):
+            pk = cache.identities.get((workspace_id, *key))
+            profile = None if pk is None else cache.profiles.get(pk)
+            if pk is None or profile is None:
+                missing.append(key)
+            else:
+                identities[key] = pk
+                profiles[pk] = profile
+        params = (_encode(message_ids(calls)), _encode(missing), workspace_id)
         found = self._conn.execute(_LOAD, params).fetchone()
         stored = dict(_decode(found[0]))
-        identities = {(k, v): pk for k, v, pk in _decode(found[1])}
-        profiles = {row[0]: profile_from_row(row) for row in _decode(found[2])}
+        identities.update({(k, v): pk for k, v, pk in _decode(found[1])})
+        profiles.update({row[0]: profile_from_row(row) for row in _decode(found[2])})
         self._next_pk = int(found[3]) + 1
         return stored, IdentityGraph(profiles, identities, self._allocate_pk, new_profile_id)
 

@@ -175,7 +175,9 @@ class CommitEngine:
                 self._conn.execute("ROLLBACK")
             self._workspaces = known_workspaces
             self._refusals.reasons.clear()
+            self._batch.rolled_back()
             raise
+        self._batch.committed()
         return outcomes
 
     def _workspace_id(self, workspace: Workspace) -> int:
