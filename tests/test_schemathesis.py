@@ -1,14 +1,12 @@
 """schemathesis against ``/openapi.json``: every route, a bounded number of examples each.
 
 No 500, and every answer fits the document (status, content type, body schema,
-headers). The in-process app on a real SQLite store; hypothesis drives each operation's
-strategy so ordinary fixtures can be used.
+headers). A real ``opencdp serve`` process on a SQLite file; hypothesis drives each
+operation's strategy so ordinary fixtures can be used.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.core.result import Ok
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from opencdp.app import create_app
-from opencdp.auth import new_token
-from opencdp.config import Settings
-from tests.backends import make_store
+from tests.server_process import ServerProcess, cli
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -33,28 +28,25 @@ EXAMPLES = settings(max_examples=20, deadline=None, derandomize=True, database=N
 
 
 def test_every_route_keeps_to_its_openapi_document(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'opencdp.db'}"
-    store = make_store(url)
-    app = create_app(Settings(db=url, rate=1e9, burst=10**9), store)
-    with asyncio.Runner() as runner:
-        runner.run(store.start())
-        try:
-            text, record = new_token("c1", None, None, ("read", "write"),
-                                     now=time.time_ns() // 10**6)
-            runner.run(store.add_token(record))
-            schema = schemathesis.openapi.from_asgi("/openapi.json", app)
-            operations = []
-            for result in schema.get_all_operations():
-                assert isinstance(result, Ok), result
-                operations.append(result.ok())
-            assert len(operations) > 15
-            for operation in operations:
+    db = f"sqlite:///{tmp_path / 'opencdp.db'}"
+    server = ServerProcess(db, tmp_path / "server.log")
+    server.start()
+    try:
+        token = cli("tokens", "create", "--client", "c1", "--all-accounts", "--all-brands",
+                    "--scope", "read,write", db=db).strip()
+        schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json")
+        operations = []
+        for result in schema.get_all_operations():
+            assert isinstance(result, Ok), result
+            operations.append(result.ok())
+        assert len(operations) > 15
+        for operation in operations:
 
-                @EXAMPLES
-                @given(case=operation.as_strategy())
-                def check(case: schemathesis.Case[Any]) -> None:
-                    case.call_and_validate(headers={"auth-token": text}, excluded_checks=SEMANTIC)
+            @EXAMPLES
+            @given(case=operation.as_strategy())
+            def check(case: schemathesis.Case[Any]) -> None:
+                case.call_and_validate(headers={"auth-token": token}, excluded_checks=SEMANTIC)
 
-                check()
-        finally:
-            runner.run(store.stop())
+            check()
+    finally:
+        server.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
@@ -127,3 +128,16 @@ async def test_a_profile_written_by_another_process_is_read_again(tmp_path: Path
     finally:
         await first.stop()
         await second.stop()
+
+
+def test_writes_from_another_event_loop_are_refused_not_lost(tmp_path: Path) -> None:
+    """The writer's stream lives on the loop that started the store: say so, never hang."""
+    store = SQLiteStore(str(tmp_path / "opencdp.db"))
+    with asyncio.Runner() as home, asyncio.Runner() as other:
+        home.run(store.start())
+        try:
+            with pytest.raises(RuntimeError, match="event loop that started it"):
+                other.run(store.append_calls(WS, [call(user_id="u1")]))
+            home.run(store.append_calls(WS, [call(user_id="u1")]))
+        finally:
+            home.run(store.stop())

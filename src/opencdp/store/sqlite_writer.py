@@ -138,10 +138,12 @@ class GroupCommitWriter:
         self._drained.set()
         self._process: WriterProcess | None = None
         self._answers: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
 
     async def start(self) -> None:
         """Start the writer process (returns once it is ready) and the answer reader."""
+        self._loop = asyncio.get_running_loop()
         self._process = await self._new_process()
         self._answers = asyncio.create_task(self._read_answers(), name="opencdp-writer")
 
@@ -160,9 +162,12 @@ class GroupCommitWriter:
         return None if self._process is None else self._process.pid
 
     async def submit(self, workspace: Workspace, calls: Sequence[Call]) -> list[Accepted]:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            raise RuntimeError("the SQLite store writes from the event loop that started it")
         if self._queued + len(calls) > self._queue_max:
             raise Unavailable("the write queue is full; retry shortly", retry_after=1)
-        future: asyncio.Future[list[Accepted]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[list[Accepted]] = loop.create_future()
         submission = Submission(workspace, [WireCall.of(call) for call in calls])
         self._pending.append(_Waiting(submission, future))
         self._queued += len(calls)
