@@ -94,9 +94,12 @@ async def _scenarios(
          lambda: ("/events", {"include": "order_completed,email_opened"})),
         ("feed exclude=product_viewed", lambda: ("/events", {"exclude": "product_viewed"})),
         ("feed time window (1 day)", lambda: ("/events", window())),
-        ("feed properties.currency=GBP", lambda: ("/events", {"properties.currency": "GBP"})),
-        ("feed properties.category (3%)",
+        ("feed properties.currency=GBP (indexed)",
+         lambda: ("/events", {"properties.currency": "GBP"})),
+        ("feed properties.category (3%, indexed)",
          lambda: ("/events", {"properties.category": rng.choice(dataset.CATEGORIES)})),
+        ("feed properties.quantity=1 (not indexed)",
+         lambda: ("/events", {"properties.quantity": "1"})),
     ]
     results = []
     for name, make in scenarios:

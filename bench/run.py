@@ -176,6 +176,7 @@ async def _read_scenarios(
 ) -> dict[str, Any]:
     url, load_seconds = await stores.loaded(kind, size, datadir)
     store = stores.open_started(url)
+    index_seconds = await dataset.index_properties(store)
     await store.start()
     try:
         latencies = await reads.measure(
@@ -187,6 +188,7 @@ async def _read_scenarios(
         "profiles": size.profiles, "events": size.events,
         "load_seconds": None if load_seconds is None else round(load_seconds, 1),
         "load_events_per_s": None if not load_seconds else round(size.events / load_seconds),
+        "index_seconds": None if index_seconds is None else round(index_seconds, 1),
         "latencies": [latency.as_dict() for latency in latencies],
     }
 
@@ -219,6 +221,9 @@ def table(results: dict[str, Any]) -> str:
         if data["load_seconds"] is not None:
             lines.append(f"bulk load: {data['load_seconds']} s"
                          f" ({data['load_events_per_s']:,} events/s)\n")
+        if data.get("index_seconds") is not None:
+            lines.append(f"property indexes ({', '.join(dataset.INDEXED_PROPERTIES)}):"
+                         f" {data['index_seconds']} s\n")
         lines += ["| query | p50 ms | p99 ms | samples |", "|---|---|---|---|"]
         for lat in data["latencies"]:
             lines.append(f"| {lat['name']} | {lat['p50_ms']:.2f} | {lat['p99_ms']:.2f} |"

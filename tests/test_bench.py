@@ -28,6 +28,8 @@ TINY = dataset.DatasetSize(profiles=300, events_per_profile=4)
 async def test_bulk_load_then_every_read_scenario(db_url: str) -> None:
     store = make_store(db_url)
     await dataset.load(store, TINY)
+    assert await dataset.index_properties(store) is not None
+    assert await dataset.index_properties(store) is None  # already declared
     await store.start()
     try:
         latencies = await reads.measure(store, db_url, TINY, samples=3, depth=500)

@@ -54,6 +54,10 @@ def create(db: str, *args: str) -> tuple[str, str]:
         ["tokens", "create"],
         ["tokens", "list"],
         ["tokens", "revoke"],
+        ["properties"],
+        ["properties", "index"],
+        ["properties", "list"],
+        ["properties", "drop"],
     ],
 )
 def test_every_command_has_help(command: list[str]) -> None:
@@ -143,6 +147,31 @@ def test_revoking_an_unknown_token_fails_on_stderr(db: str) -> None:
     assert result.exit_code == 1
     assert result.stdout == ""
     assert "no active token" in result.stderr
+
+
+def test_property_indexes_round_trip(db: str) -> None:
+    def ok(*args: str) -> str:
+        result = run("properties", *args, "--db", db)
+        assert result.exit_code == 0, result.output
+        return result.stdout
+
+    assert ok("index", "cart.coupon") == "indexed properties.cart.coupon\n"
+    assert "already indexed" in ok("index", "cart.coupon")
+    ok("index", "currency")
+    listed = [line.split("\t") for line in ok("list").splitlines()]
+    assert [path for path, _ in listed] == ["cart.coupon", "currency"]
+    assert all(created.endswith("Z") for _, created in listed)
+    assert ok("drop", "cart.coupon") == "dropped the index of properties.cart.coupon\n"
+    again = run("properties", "drop", "cart.coupon", "--db", db)
+    assert again.exit_code == 1 and "properties.cart.coupon is not indexed" in again.stderr
+    assert ok("list").split("\t")[0] == "currency"
+
+
+@pytest.mark.parametrize("path", ["a..b", "", ".a", 'a"b'])
+def test_a_bad_property_path_is_a_usage_error(db: str, path: str) -> None:
+    result = run("properties", "index", path, "--db", db)
+    assert result.exit_code == 2
+    assert f"properties.{path}: expected properties.<key>" in result.stderr
 
 
 def test_the_database_comes_from_opencdp_db(db: str) -> None:

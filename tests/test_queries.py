@@ -16,6 +16,7 @@ from opencdp.queries import (
     parse_profile_list_params,
     parse_profile_ref,
     parse_time,
+    property_path,
 )
 
 MS_2006 = 1136160000000  # 2006-01-02T00:00:00Z
@@ -90,6 +91,14 @@ def test_every_parameter() -> None:
 def test_bad_parameters_name_themselves(params: list[tuple[str, str]], message: str) -> None:
     with invalid(message):
         parse_event_params(params)
+
+
+def test_property_paths() -> None:
+    assert property_path("properties.cart.coupon") == "cart.coupon"
+    assert property_path("properties.it's 100%?") == "it's 100%?"
+    for bad in ("properties.a..b", "properties.", 'properties.a"b', "currency"):
+        with invalid(f"{bad}: expected properties.<key>"):
+            property_path(bad)
 
 
 def test_user_id_is_unknown_on_a_profiles_events() -> None:

@@ -17,6 +17,7 @@ import pytest
 
 from opencdp.models import EventKey, EventQuery, ProfileKey, ProfileQuery, ProfileRef
 from opencdp.store import sqlite_reads as reads
+from opencdp.store.read_sql import property_index
 from opencdp.store.sqlite import SQLiteStore
 from opencdp.store.sqlite_connection import connect
 from tests.read_fixtures import T0, WS, call, send
@@ -78,6 +79,7 @@ EVENT_SHAPES = {
     "time window": EventQuery(start=T0, end=T0 + 1000),
     "include with time window": EventQuery(include=("page",), start=T0, end=T0 + 1000),
     "property filter": EventQuery(properties=(("a.b", "1"), ("c", "x"))),
+    "property filter, sorted ascending": EventQuery(properties=(("a.b", "1"),), sort="asc"),
     "userId": EventQuery(user_id="ABC/123"),
     "userId with include": EventQuery(user_id="ABC/123", include=("page", "identify")),
     "a profile's events": EventQuery(profile=PROFILE, start=T0, after=AFTER),
@@ -141,6 +143,27 @@ async def test_event_by_id_workspace_and_secret(database: tuple[str, int]) -> No
         reads.setting(conn, "cursor_key")
 
     _assert_indexed(path, _run(path, work))
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("sort", ["asc", "desc"])
+async def test_a_declared_property_walks_its_index_in_order(
+    database: tuple[str, int], sort: str
+) -> None:
+    """Page and total seek one value in the declared index; it gives the order (no sort)."""
+    path, ws = database
+    await SQLiteStore(path).index_property("a.b")
+    query = EventQuery(
+        properties=(("a.b", "1"), ("c", "x")), exclude=("page",), start=T0, after=AFTER,
+        sort="asc" if sort == "asc" else "desc",
+    )
+    statements = _run(path, lambda conn: reads.list_events(conn, ws, query))
+    on_events = [_plan(path, sql) for sql in statements if "FROM events" in sql]
+    assert len(on_events) == 2  # the total and the page
+    seek = f"SEARCH e USING INDEX {property_index('a.b')} (workspace_id=? AND <expr>=?"
+    for plan in on_events:
+        assert any(line.startswith(seek) for line in plan), plan
+        assert not any("TEMP B-TREE" in line for line in plan), plan
 
 
 def test_the_check_catches_a_full_scan(tmp_path: Path) -> None:

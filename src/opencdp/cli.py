@@ -1,4 +1,7 @@
-"""The ``opencdp`` command: serve, migrate, tokens. Each command is a thin call into the library."""
+"""The ``opencdp`` command: serve, migrate, tokens, property indexes.
+
+Each command is a thin call into the library.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +17,9 @@ import click
 
 from opencdp import auth
 from opencdp.config import Settings
+from opencdp.errors import ValidationFailed
 from opencdp.models import TokenRecord, format_millis
+from opencdp.queries import PROPERTY_PREFIX, property_path
 from opencdp.store.base import Store, open_store
 
 T = TypeVar("T")
@@ -292,6 +297,61 @@ def _token_row(record: TokenRecord) -> tuple[str, ...]:
         revoked,
         record.name,
     )
+
+
+# -- property indexes ------------------------------------------------------------------
+
+
+@main.group(context_settings=CONTEXT)
+def properties() -> None:
+    """Index the event properties customers filter on (properties.<path>=value).
+
+    A filter on an indexed path reads only the matching events; any other path scans
+    events, checking each. Every index costs each stored event a little more.
+    """
+
+
+@properties.command("index", context_settings=CONTEXT)
+@click.argument("path")
+@db_option
+def index_property(path: str, db: str) -> None:
+    """Index properties.PATH (e.g. currency, or cart.coupon for a nested key).
+
+    The index covers every stored event, so on a large database it takes a while; on
+    SQLite, writes wait until it is built.
+    """
+    checked = _property_path(path)
+    if _run(db, lambda store: store.index_property(checked)):
+        click.echo(f"indexed properties.{checked}")
+    else:
+        click.echo(f"properties.{checked} is already indexed: nothing to do")
+
+
+@properties.command("list", context_settings=CONTEXT)
+@db_option
+def list_property_indexes(db: str) -> None:
+    """List the indexed property paths and when each was indexed."""
+    for index in _run(db, lambda store: store.list_property_indexes()):
+        click.echo(f"{index.path}\t{format_millis(index.created_time)}")
+
+
+@properties.command("drop", context_settings=CONTEXT)
+@click.argument("path")
+@db_option
+def drop_property_index(path: str, db: str) -> None:
+    """Drop the index of properties.PATH: filters on it scan events again."""
+    checked = _property_path(path)
+    if not _run(db, lambda store: store.drop_property_index(checked)):
+        raise click.ClickException(f"properties.{checked} is not indexed")
+    click.echo(f"dropped the index of properties.{checked}")
+
+
+def _property_path(path: str) -> str:
+    """The path as the Events API's ``properties.<path>`` parameter accepts it."""
+    try:
+        return property_path(PROPERTY_PREFIX + path)
+    except ValidationFailed as exc:
+        raise click.BadParameter(exc.message, param_hint="PATH") from exc
 
 
 # -- helpers ---------------------------------------------------------------------------

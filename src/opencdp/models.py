@@ -245,6 +245,14 @@ class EventQuery:
     after: EventKey | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class PropertyIndex:
+    """A ``properties.<path>`` an operator declared for fast filters, and since when."""
+
+    path: str
+    created_time: int
+
+
 @dataclass(slots=True)
 class EventPage:
     """One page of events and the query's whole hit count (capped at ``MAX_TOTAL``)."""

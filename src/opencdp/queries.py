@@ -114,6 +114,16 @@ def parse_time(name: str, text: str) -> int:
     return to_millis(moment)
 
 
+def property_path(name: str) -> str:
+    """``properties.a.b`` → ``a.b``: dot-separated keys, none empty or holding ``"``."""
+    path = name.removeprefix(PROPERTY_PREFIX)
+    if not name.startswith(PROPERTY_PREFIX) or any(
+        key == "" or '"' in key for key in path.split(".")
+    ):
+        raise _invalid(name, "expected properties.<key> or properties.<key>.<key>…")
+    return path
+
+
 # -- the parts ---------------------------------------------------------------------------
 
 
@@ -192,10 +202,7 @@ def _properties(values: dict[str, str]) -> tuple[tuple[str, str], ...]:
     for name, value in values.items():
         if not name.startswith(PROPERTY_PREFIX):
             continue
-        path = name.removeprefix(PROPERTY_PREFIX)
-        if any(key == "" or '"' in key for key in path.split(".")):
-            raise _invalid(name, "expected properties.<key> or properties.<key>.<key>…")
-        found.append((path, value))
+        found.append((property_path(name), value))
     if len(found) > MAX_PROPERTY_FILTERS:
         raise _invalid("properties", f"at most {MAX_PROPERTY_FILTERS} property filters")
     return tuple(sorted(found))

@@ -18,6 +18,7 @@ from opencdp.models import (
     ProfilePage,
     ProfileQuery,
     ProfileRef,
+    PropertyIndex,
     StoredEvent,
     StoredProfile,
     TokenRecord,
@@ -128,6 +129,22 @@ class Store(ABC):
     @abstractmethod
     async def cursor_secret(self) -> bytes:
         """This database's key for signing scroll cursors (shared by every process)."""
+
+    # -- property indexes: declared by an operator (``opencdp properties``) ---------
+
+    @abstractmethod
+    async def index_property(self, path: str) -> bool:
+        """Index ``properties.<path>`` so filters on it walk one value's events; False when
+        it already is. Builds an index over every event: slow on a big store, and on
+        SQLite writes wait for it. Needs no started store (its own connection)."""
+
+    @abstractmethod
+    async def drop_property_index(self, path: str) -> bool:
+        """Drop the path's index (filters on it scan again); False when it had none."""
+
+    @abstractmethod
+    async def list_property_indexes(self) -> list[PropertyIndex]:
+        """The declared paths, by path."""
 
     # -- tokens ------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ from opencdp.models import (
     ProfilePage,
     ProfileQuery,
     ProfileRef,
+    PropertyIndex,
     StoredEvent,
     StoredProfile,
     TokenRecord,
@@ -279,6 +280,35 @@ class PostgresStore(Store):
             async with conn.transaction():
                 await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
                 return await query(conn, ws)
+
+    # -- property indexes: built concurrently, on a connection of their own ------------
+
+    async def index_property(self, path: str) -> bool:
+        name = read_sql.property_index(path)
+        async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
+            if await reads.one(conn, "SELECT 1 FROM property_indexes WHERE path = %s", (path,)):
+                return False
+            # An index of that name but no declaration is left over from a build that
+            # was interrupted (possibly invalid): build it again.
+            await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
+            await conn.execute(read_sql.POSTGRES.property_index_sql(path))
+            cursor = await conn.execute(
+                "INSERT INTO property_indexes (path, created_time) VALUES (%s, %s)"
+                " ON CONFLICT DO NOTHING",
+                (path, time.time_ns() // 1_000_000),
+            )
+            return cursor.rowcount > 0
+
+    async def drop_property_index(self, path: str) -> bool:
+        async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
+            cursor = await conn.execute("DELETE FROM property_indexes WHERE path = %s", (path,))
+            await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {read_sql.property_index(path)}")
+            return cursor.rowcount > 0
+
+    async def list_property_indexes(self) -> list[PropertyIndex]:
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(read_sql.PROPERTY_INDEXES_SELECT)
+            return [PropertyIndex(path, created) for path, created in await cursor.fetchall()]
 
     # -- tokens ------------------------------------------------------------------------
 

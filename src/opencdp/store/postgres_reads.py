@@ -1,7 +1,8 @@
 """The read queries of the Events and Profiles APIs on PostgreSQL.
 
 The same shapes as ``sqlite_reads``, on the same indexes: the feed and its filters
-walk ``events_by_time``; ``include`` walks ``events_by_action`` once per action and a
+walk ``events_by_time`` (or a declared property's index, which the planner picks by
+its filter's expression); ``include`` walks ``events_by_action`` once per action and a
 customer's events ``events_by_profile`` once per profile, merged in order (a Merge
 Append); ``total`` counts at most ``MAX_TOTAL`` rows per walk. Each call runs in one
 REPEATABLE READ transaction, so a page and its total see one snapshot.
@@ -172,7 +173,7 @@ async def workspace_of(conn: Conn, ws: int) -> Workspace:
 
 async def list_events(conn: Conn, ws: int, query: EventQuery) -> EventPage:
     """A page of the query's events and its capped total (see ``read_sql``)."""
-    ranges = sql.walks(ws, query, await _profile_pks(conn, ws, query))
+    ranges = sql.walks(ws, query, await _profile_pks(conn, ws, query), await _indexed(conn, query))
     if not ranges:
         return EventPage(0, [])
     filters = sql.Filters(sql.POSTGRES, query)
@@ -196,6 +197,13 @@ async def _profile_pks(conn: Conn, ws: int, query: EventQuery) -> list[int] | No
         users = await resolve(conn, ws, ProfileRef("userId", query.user_id))
         pks = users if pks is None else [pk for pk in pks if pk in users]
     return pks
+
+
+async def _indexed(conn: Conn, query: EventQuery) -> set[str]:
+    """The declared property paths, when the query filters on properties."""
+    if not query.properties:
+        return set()
+    return {row[0] for row in await rows(conn, sql.PROPERTY_INDEXES_SELECT)}
 
 
 def _event(row: Sequence[Any], workspace: Workspace) -> StoredEvent:

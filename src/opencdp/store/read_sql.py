@@ -1,10 +1,10 @@
 """The read side's SQL text and row shapes, shared by both stores (only execution differs).
 
 Events: a query becomes one or more *walks* (index ranges: the workspace's time index, one
-action's range, one profile's range), each checked against the same filters; several
-walks are merged in sort order. ``total`` counts at most ``MAX_TOTAL`` entries per
-walk, so every page costs the same at any depth. SQL is written with ``?`` marks;
-the PostgreSQL dialect turns them into ``%s``.
+action's range, one profile's range, one value of a declared property index), each
+checked against the same filters; several walks are merged in sort order. ``total``
+counts at most ``MAX_TOTAL`` entries per walk, so every page costs the same at any
+depth. SQL is written with ``?`` marks; the PostgreSQL dialect turns them into ``%s``.
 
 Profiles: listing by creation is a keyset on pk; by activity, most recent first, then
 the never-active profiles (NULL activity), newest first. Row mappers take the store's
@@ -13,7 +13,9 @@ the never-active profiles (NULL activity), newest first. Row mappers take the st
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import hashlib
+import re
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +40,7 @@ PROFILE_COLUMNS = (
     "pk, id, external_id, traits, anonymous_ids, audiences, created_by, created_time,"
     " last_activity, first_events, last_events"
 )
+PROPERTY_INDEXES_SELECT = "SELECT path, created_time FROM property_indexes ORDER BY path"
 TOKEN_SELECT = (
     "SELECT token_id, secret_hash, client_id, accounts, brands, scopes, created_time,"
     " revoked_time, name FROM tokens"
@@ -61,13 +64,47 @@ class Dialect:
             return f"{column} {'NOT IN' if negate else 'IN'} ({marks})", list(values)
         return f"{'NOT ' if negate else ''}({column} = ANY(?))", [list(values)]
 
-    def property_is(self, dotted: str, value: str) -> tuple[str, list[Any]]:
-        """``rawData.properties.<dotted>`` equals ``value`` (string compare of the scalar)."""
+    def literal(self, text: str) -> str:
+        """A SQL string literal. On PostgreSQL an ``E''`` string (read the same whatever
+        ``standard_conforming_strings`` says) with ``?`` and ``%`` as hex escapes, so
+        neither our ``?`` marks nor psycopg's ``%s`` can be found inside it."""
+        if self.name == "sqlite":
+            return "'" + text.replace("'", "''") + "'"
+        escaped = text.replace("\\", "\\\\").replace("'", "''")
+        return "E'" + escaped.replace("?", "\\x3f").replace("%", "\\x25") + "'"
+
+    def property_value(self, column: str, dotted: str) -> str:
+        """``<column>.properties.<dotted>`` as text: a string's own text, any other JSON
+        value its JSON text. The filter and the declared index both use this expression
+        (a planner uses an expression index only for the identical expression), so the
+        path is written in as literals, never bound."""
         keys = dotted.split(".")
         if self.name == "sqlite":
-            path = "$.properties" + "".join(f'."{key}"' for key in keys)
-            return "(e.raw -> ?) IN (json_quote(?), ?)", [path, value, value]
-        return "(e.raw #>> ?::text[]) = ?", [["properties", *keys], value]
+            path = self.literal("$.properties" + "".join(f'."{key}"' for key in keys))
+            return (
+                f"(CASE json_type({column}, {path}) WHEN 'text' THEN {column} ->> {path}"
+                f" ELSE {column} -> {path} END)"
+            )
+        return f"({column} #>> ARRAY[{', '.join(map(self.literal, ['properties', *keys]))}])"
+
+    def property_is(self, dotted: str, value: str) -> tuple[str, list[Any]]:
+        """``rawData.properties.<dotted>`` equals ``value`` (string compare of the scalar)."""
+        return f"{self.property_value('e.raw', dotted)} = ?", [value]
+
+    def property_index_sql(self, dotted: str) -> str:
+        """The statement that builds the index for filters on ``properties.<dotted>``: the
+        events of a workspace with one value, in the sort order (and their action, so
+        ``include``/``exclude`` and the total need no event rows)."""
+        name, value = property_index(dotted), self.property_value("raw", dotted)
+        if self.name == "sqlite":
+            return (
+                f"CREATE INDEX IF NOT EXISTS {name} ON events"
+                f" (workspace_id, {value}, event_time, received_time, event_id, action)"
+            )
+        return (
+            f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON events"
+            f" (workspace_id, {value}, event_time, received_time, event_id) INCLUDE (action)"
+        )
 
     def sql(self, text: str) -> str:
         return text if self.name == "sqlite" else text.replace("?", "%s")
@@ -75,6 +112,12 @@ class Dialect:
 
 SQLITE = Dialect("sqlite", "CROSS JOIN")
 POSTGRES = Dialect("postgres", "JOIN")
+
+
+def property_index(dotted: str) -> str:
+    """The name of the declared index on ``properties.<dotted>``: readable, and unique."""
+    slug = re.sub(r"[^a-z0-9]+", "_", dotted.lower()).strip("_")[:24]
+    return f"events_by_property_{slug}_{hashlib.sha256(dotted.encode()).hexdigest()[:8]}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,9 +129,12 @@ class Walk:
     params: list[Any]
 
 
-def walks(ws: int, query: EventQuery, profile_pks: list[int] | None) -> list[Walk]:
+def walks(
+    ws: int, query: EventQuery, profile_pks: list[int] | None, indexed: Collection[str] = ()
+) -> list[Walk]:
     """The ranges to read: the profiles' (when the query names customers), else by action
-    (``include``), else the whole workspace by time."""
+    (``include``), else one property value's (a filter on an ``indexed`` path), else the
+    whole workspace by time. A property's range is picked by its filter term itself."""
     if profile_pks is not None:
         where = "e.workspace_id = ? AND e.profile_pk = ?"
         return [Walk("events_by_profile", where, [ws, pk]) for pk in profile_pks]
@@ -96,6 +142,9 @@ def walks(ws: int, query: EventQuery, profile_pks: list[int] | None) -> list[Wal
         actions = [a for a in query.include if a not in query.exclude]
         where = "e.workspace_id = ? AND e.action = ?"
         return [Walk("events_by_action", where, [ws, action]) for action in actions]
+    for path, _ in query.properties:
+        if path in indexed:
+            return [Walk(property_index(path), "e.workspace_id = ?", [ws])]
     return [Walk("events_by_time", "e.workspace_id = ?", [ws])]
 
 

@@ -28,6 +28,7 @@ from opencdp.models import (
     ProfilePage,
     ProfileQuery,
     ProfileRef,
+    PropertyIndex,
     StoredEvent,
     StoredProfile,
     TokenRecord,
@@ -211,10 +212,35 @@ class SQLiteStore(Store):
                 self._workspace_ids[workspace] = ws
         return ws
 
+    # -- property indexes: built on a connection of their own, not by the writer --------
+
+    async def index_property(self, path: str) -> bool:
+        def build(conn: sqlite3.Connection) -> int:
+            added = conn.execute(
+                "INSERT OR IGNORE INTO property_indexes (path, created_time) VALUES (?, ?)",
+                (path, time.time_ns() // 1_000_000),
+            ).rowcount
+            conn.execute(read_sql.SQLITE.property_index_sql(path))
+            return added
+
+        return await asyncio.to_thread(self._write_once, build) > 0
+
+    async def drop_property_index(self, path: str) -> bool:
+        def drop(conn: sqlite3.Connection) -> int:
+            removed = conn.execute("DELETE FROM property_indexes WHERE path = ?", (path,))
+            conn.execute(f"DROP INDEX IF EXISTS {read_sql.property_index(path)}")
+            return removed.rowcount
+
+        return await asyncio.to_thread(self._write_once, drop) > 0
+
+    async def list_property_indexes(self) -> list[PropertyIndex]:
+        rows = self.reader().execute(read_sql.PROPERTY_INDEXES_SELECT).fetchall()
+        return [PropertyIndex(path, created) for path, created in rows]
+
     # -- tokens ------------------------------------------------------------------------
 
     async def add_token(self, token: TokenRecord) -> None:
-        self._write_once(
+        self._write_statement(
             "INSERT INTO tokens (token_id, secret_hash, client_id, accounts, brands, scopes,"
             " name, created_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
@@ -247,7 +273,7 @@ class SQLiteStore(Store):
         return [_token_from_row(row) for row in rows.fetchall()]
 
     async def revoke_token(self, token_id: str, when: int) -> bool:
-        changed = self._write_once(
+        changed = self._write_statement(
             "UPDATE tokens SET revoked_time = ? WHERE token_id = ? AND revoked_time IS NULL",
             (when, token_id),
         )
@@ -259,14 +285,18 @@ class SQLiteStore(Store):
     def _revocations_path(self) -> str:
         return self.path + "-revocations"
 
-    def _write_once(self, sql: str, params: tuple[Any, ...]) -> int:
-        """A rare write (tokens) outside the group-commit path, in its own transaction."""
+    def _write_statement(self, sql: str, params: tuple[Any, ...]) -> int:
+        return self._write_once(lambda conn: conn.execute(sql, params).rowcount)
+
+    def _write_once(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """A rare write (tokens, property indexes) outside the group-commit path, in its
+        own transaction on its own connection."""
         conn = connect(self.path)
         try:
             conn.execute("BEGIN IMMEDIATE")
-            count = conn.execute(sql, params).rowcount
+            result = work(conn)
             conn.execute("COMMIT")
-            return count
+            return result
         finally:
             conn.close()
 

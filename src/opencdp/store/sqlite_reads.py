@@ -6,6 +6,8 @@ Every query walks an index in its sort order, never a whole table
 - the feed, a time window, ``exclude`` and property filters walk ``events_by_time``;
   ``exclude`` and ``properties.*`` are checked on the rows met along the way, so a
   rare property value costs a walk over the window (bounded by ``LIMIT``);
+- a filter on a declared property path (``opencdp properties index``) walks that
+  path's index instead: one value's events, in order, with their action;
 - ``include`` walks ``events_by_action`` once per action, merged in order
   (``MERGE (UNION ALL)``);
 - a customer's events walk ``events_by_profile``, once per profile, merged likewise;
@@ -181,7 +183,7 @@ def workspace_of(conn: sqlite3.Connection, ws: int) -> Workspace:
 
 def list_events(conn: sqlite3.Connection, ws: int, query: EventQuery) -> EventPage:
     """A page of the query's events and its capped total (see ``read_sql``)."""
-    ranges = sql.walks(ws, query, _profile_pks(conn, ws, query))
+    ranges = sql.walks(ws, query, _profile_pks(conn, ws, query), _indexed(conn, query))
     if not ranges:
         return EventPage(0, [])
     filters = sql.Filters(sql.SQLITE, query)
@@ -202,6 +204,13 @@ def _profile_pks(conn: sqlite3.Connection, ws: int, query: EventQuery) -> list[i
         users = resolve(conn, ws, ProfileRef("userId", query.user_id))
         pks = users if pks is None else [pk for pk in pks if pk in users]
     return pks
+
+
+def _indexed(conn: sqlite3.Connection, query: EventQuery) -> set[str]:
+    """The declared property paths, when the query filters on properties."""
+    if not query.properties:
+        return set()
+    return {row[0] for row in conn.execute(sql.PROPERTY_INDEXES_SELECT)}
 
 
 def _event(row: Sequence[Any], workspace: Workspace) -> StoredEvent:
