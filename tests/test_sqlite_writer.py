@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sqlite3
 import time
 from pathlib import Path
 
@@ -141,3 +142,24 @@ def test_writes_from_another_event_loop_are_refused_not_lost(tmp_path: Path) -> 
             home.run(store.append_calls(WS, [call(user_id="u1")]))
         finally:
             home.run(store.stop())
+
+
+@pytest.mark.slow
+@pytest.mark.anyio
+async def test_a_database_locked_past_the_busy_timeout_answers_503(tmp_path: Path) -> None:
+    """Another connection holds the write lock (as an index build does): 503, then writes."""
+    path = str(tmp_path / "opencdp.db")
+    store = SQLiteStore(path)
+    await store.start()
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        holder.execute("BEGIN EXCLUSIVE")
+        with pytest.raises(Unavailable, match="busy"):
+            await store.append_calls(WS, [call(user_id="u1")])
+        holder.execute("ROLLBACK")
+        [accepted] = await store.append_calls(WS, [call(user_id="u1")])
+        page = await store.list_events(WS, EventQuery())
+        assert [e.event_id for e in page.events] == [accepted.event_id]
+    finally:
+        holder.close()
+        await store.stop()

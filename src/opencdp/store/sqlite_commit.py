@@ -57,6 +57,11 @@ class Outcome(msgspec.Struct, array_like=True):
     error: str | None = None
 
 
+#: ``Outcome.error`` when another connection held the write lock past the busy timeout
+#: (an index being built, a long ``opencdp`` command): worth a retry, unlike other errors.
+BUSY = "busy"
+
+
 class Answer(msgspec.Struct, array_like=True):
     """What the process sends back, once the group is committed (or has failed)."""
 
@@ -136,6 +141,11 @@ class CommitEngine:
         submissions = group.submissions
         try:
             outcomes = self._write(submissions, before_commit)
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc):
+                raise
+            log.error("the database stayed locked by another connection; answering 503")
+            outcomes = [Outcome(error=BUSY) for _ in submissions]
         except Exception:
             log.exception("group commit failed; retrying its requests one by one")
             outcomes = [self._write_alone(s, before_commit) for s in submissions]
@@ -195,6 +205,10 @@ class CommitEngine:
         ).fetchone()
         self._workspaces[workspace] = int(row[0])
         return int(row[0])
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    return exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 def _answer_too_early(answer: Callable[[Answer], None], early: Answer) -> None:

@@ -30,7 +30,7 @@ from opencdp.models import Accepted, Call, Workspace
 from opencdp.store.base import StoreObserver
 from opencdp.store.batching import settle
 from opencdp.store.sqlite_batch import WireCall
-from opencdp.store.sqlite_commit import LENGTH, Answer, Group, Submission
+from opencdp.store.sqlite_commit import BUSY, LENGTH, Answer, Group, Submission
 
 log = logging.getLogger("opencdp.store")
 
@@ -245,10 +245,13 @@ def _results(answer: Answer | None, size: int) -> list[list[Accepted] | BaseExce
     if answer is None:
         message = "the store's writer restarted; retry shortly"
         return [Unavailable(message, retry_after=1) for _ in range(size)]
-    return [
-        OpenCDPError("internal error") if o.accepted is None else o.accepted
-        for o in answer.outcomes
-    ]
+    return [o.accepted if o.accepted is not None else _error(o.error) for o in answer.outcomes]
+
+
+def _error(reason: str | None) -> OpenCDPError:
+    if reason == BUSY:
+        return Unavailable("the database is busy (an index being built?); retry shortly")
+    return OpenCDPError("internal error")
 
 
 def _counts(results: Sequence[list[Accepted] | BaseException]) -> tuple[int, int]:
