@@ -102,6 +102,10 @@ def serve(
         http="httptools",
         lifespan="on",
         access_log=False,
+        # The client's address comes from OPENCDP_TRUSTED_PROXIES alone (ClientAddress),
+        # and no answer names the server software.
+        proxy_headers=False,
+        server_header=False,
         log_level=settings.log_level,
         log_config=uvicorn_logging(settings.log_level),
         timeout_graceful_shutdown=10,
