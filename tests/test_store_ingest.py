@@ -105,6 +105,19 @@ async def test_identified_profiles_are_not_merged_through_an_anonymous_id(store:
     assert [e.event_action for e in events.events] == ["product_added", "identify"]
 
 
+async def test_an_id_of_a_merged_profile_finds_the_profile_it_went_into(store: Store) -> None:
+    """"a" belongs to "old"'s profile; the alias that merges it names only the user ids."""
+    await store.append_calls(WS, [call("identify", user_id="old", anonymous_id="a", at=T0)])
+    await store.append_calls(WS, [call("identify", user_id="new", at=T0 + 1)])
+    await store.append_calls(WS, [call("alias", user_id="new", previous_id="old", at=T0 + 2)])
+    await store.append_calls(WS, [call("page", anonymous_id="a", at=T0 + 3)])
+    [by_new] = await store.find_profiles(WS, ProfileRef("userId", "new"))
+    [by_anonymous] = await store.find_profiles(WS, ProfileRef("anonymousId", "a"))
+    assert by_anonymous.id == by_new.id
+    events = await store.list_events(WS, EventQuery(profile=ProfileRef("userId", "new")))
+    assert [e.event_action for e in events.events] == ["page", "alias", "identify", "identify"]
+
+
 async def test_alias_merges_two_identified_customers(store: Store) -> None:
     await store.append_calls(WS, [call("identify", user_id="old", traits={"a": 1}, at=T0)])
     await store.append_calls(WS, [call("identify", user_id="new", traits={"b": 2}, at=T0 + 1)])

@@ -114,9 +114,10 @@ class ProfileCache:
 
     It is right only while no other connection writes the database: ``PRAGMA
     data_version`` changes when one does (another ``--workers`` process, a token
-    revocation), and the cache is then dropped. It is dropped too after a batch that
-    merged profiles (the merge moves identities the batch never loaded) and after a
-    failed transaction (the cached profiles may hold its rolled-back changes).
+    revocation), and the cache is then dropped; dropped too after a failed transaction
+    (the cached profiles may hold its rolled-back changes). A profile merged into
+    another leaves the cache: the merge moved identities the batch never loaded, and an
+    identity whose profile is not cached is read from the database again.
     """
 
     def __init__(self, limit: int = 50_000) -> None:
@@ -138,12 +139,14 @@ class ProfileCache:
 
     def keep(self, workspace_id: int, graph: IdentityGraph) -> None:
         """Remember what a batch read and wrote (called once its transaction committed)."""
-        if graph.merges or len(self.profiles) + len(graph.profiles) > self.limit:
+        if len(self.profiles) + len(graph.profiles) > self.limit:
             self.clear()
             return
         self.profiles.update(graph.profiles)
         for (kind, value), pk in graph.identities.items():
             self.identities[(workspace_id, kind, value)] = pk
+        for source, _ in graph.merges:
+            self.profiles.pop(source, None)
 
 
 class BatchWriter:
