@@ -1,8 +1,9 @@
 """``make bench``: every scenario, a table on stdout, and bench-results/results.json.
 
 Writes: wrk against a real ``opencdp serve`` process, each figure paired with the
-baseline (plain Starlette, same uvicorn stack) measured just before it with the same
-bodies. Reads: in-process against the loaded dataset (see ``bench.reads``).
+baseline (plain Starlette, same uvicorn stack) measured in the same rounds with the same
+bodies: baseline, then each store, repeated, so a slow minute of the machine lands on
+both sides. Reads: in-process against the loaded dataset (see ``bench.reads``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import platform
 import subprocess
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,8 +28,9 @@ TRACK_PREFIX = dataset.PREFIX
 
 @dataclass(frozen=True)
 class Plan:
-    seconds: float
+    seconds: float  # per server and scenario, split over the rounds
     warmup: float
+    rounds: int
     reads_size: dataset.DatasetSize
     pg_reads_size: dataset.DatasetSize
     read_samples: int
@@ -39,12 +42,12 @@ class Plan:
 
 
 FULL = Plan(
-    seconds=15, warmup=3, reads_size=dataset.DatasetSize(1_000_000, 10),
+    seconds=15, warmup=3, rounds=3, reads_size=dataset.DatasetSize(1_000_000, 10),
     pg_reads_size=dataset.DatasetSize(200_000, 10), read_samples=1000,
     scroll_depth=100_000, stores=("sqlite", "postgres"),
 )
 QUICK = Plan(
-    seconds=3, warmup=1, reads_size=dataset.DatasetSize(12_000, 10),
+    seconds=3, warmup=1, rounds=1, reads_size=dataset.DatasetSize(12_000, 10),
     pg_reads_size=dataset.DatasetSize(12_000, 10), read_samples=100,
     scroll_depth=100_000, stores=("sqlite", "postgres"), read_budget=1.0,
 )
@@ -94,7 +97,10 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="small data, short runs (< 2 min)")
     parser.add_argument("--stores", default=None, help="comma-separated: sqlite,postgres")
     parser.add_argument("--only", choices=("writes", "reads"), default=None)
-    parser.add_argument("--seconds", type=float, default=None, help="length of each wrk run")
+    parser.add_argument("--seconds", type=float, default=None,
+                        help="wrk time per server and scenario, split over the rounds")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="baseline/store rounds per write scenario")
     parser.add_argument("--pg-profiles", type=int, default=None, help="PostgreSQL read dataset")
     parser.add_argument("--out", default=str(ROOT / "bench-results"))
     parser.add_argument("--table", metavar="RESULTS_JSON", help="only print the table of a run")
@@ -111,6 +117,8 @@ def _plan(args: argparse.Namespace) -> Plan:
         changes["reads"] = args.only == "reads"
     if args.seconds:
         changes["seconds"] = args.seconds
+    if args.rounds:
+        changes["rounds"] = args.rounds
     if args.pg_profiles:
         changes["pg_reads_size"] = dataset.DatasetSize(args.pg_profiles, 10)
     return Plan(**{**plan.__dict__, **changes})
@@ -122,40 +130,55 @@ def _plan(args: argparse.Namespace) -> Plan:
 def _write_scenario(
     scenario: tuple[str, str, int, int], plan: Plan, workdir: Path
 ) -> dict[str, Any]:
+    """Every server up at once; then rounds of baseline, store, store: medians of each."""
     name, script_kind, connections, per_request = scenario
     lua = wrk.script(script_kind, TRACK_PREFIX)
     row: dict[str, Any] = {"scenario": name, "connections": connections,
                            "events_per_request": per_request}
-    with servers.baseline() as server:
-        row["baseline"] = _load(server, lua, plan, connections, "", workdir, per_request)
-    for kind in plan.stores:
-        url = stores.fresh_url(kind, workdir)
-        try:
+    with ExitStack() as stack:
+        targets = {"baseline": (stack.enter_context(servers.baseline()), "")}
+        for kind in plan.stores:
+            url = stores.fresh_url(kind, workdir)
+            stack.callback(stores.drop, url)
             token = servers.create_token(url)
-            with servers.opencdp(url) as server:
-                row[kind] = _load(server, lua, plan, connections, token, workdir, per_request)
-        finally:
-            stores.drop(url)
+            targets[kind] = (stack.enter_context(servers.opencdp(url)), token)
+        runs: dict[str, list[dict[str, Any]]] = {key: [] for key in targets}
+        for server, token in targets.values():  # warm-up, not counted
+            _run(server, lua, plan.warmup, connections, token, workdir, per_request)
+        seconds = max(1.0, plan.seconds / plan.rounds)
+        for _ in range(plan.rounds):
+            for key, (server, token) in targets.items():
+                measured = _run(server, lua, seconds, connections, token, workdir, per_request)
+                runs[key].append(measured)
+    for key, each_round in runs.items():
+        row[key] = _median(each_round)
+    for kind in plan.stores:
         row[kind]["ratio"] = round(
             row[kind]["requests_per_s"] / row["baseline"]["requests_per_s"], 3
         )
+        pairs = zip(row[kind]["rounds"], row["baseline"]["rounds"], strict=True)
+        row[kind]["round_ratios"] = [round(mine / base, 3) for mine, base in pairs]
     return row
 
 
-def _load(
+def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median requests/s, and every round's requests/s beside it."""
+    ordered = sorted(runs, key=lambda run: float(run["requests_per_s"]))
+    return {**ordered[len(ordered) // 2], "rounds": [run["requests_per_s"] for run in runs]}
+
+
+def _run(
     server: servers.Server,
     lua: str,
-    plan: Plan,
+    seconds: float,
     connections: int,
     token: str,
     workdir: Path,
     per_request: int,
 ) -> dict[str, Any]:
     tag = f"r{time.time_ns() % 10**12:x}"
-    wrk.run(server.url, lua, seconds=plan.warmup, connections=connections, token=token,
-            run_id=tag + "w", workdir=workdir)
     cpu_before = server.cpu_seconds()
-    result = wrk.run(server.url, lua, seconds=plan.seconds, connections=connections,
+    result = wrk.run(server.url, lua, seconds=seconds, connections=connections,
                      token=token, run_id=tag, workdir=workdir)
     measured = result.as_dict()
     measured["events_per_s"] = round(result.requests_per_s * per_request, 1)
@@ -196,11 +219,16 @@ async def _read_scenarios(
 # -- output --------------------------------------------------------------------------
 
 
+def _spread(ratios: list[float]) -> str:
+    return f" ({', '.join(f'{r:.2f}' for r in ratios)})" if len(ratios) > 1 else ""
+
+
 def table(results: dict[str, Any]) -> str:
     lines = []
     if results["writes"]:
         kinds = [k for k in ("sqlite", "postgres") if k in results["writes"][0]]
-        lines.append("## Writes (wrk -t1; ratio = requests/s over the same-run baseline)\n")
+        lines.append("## Writes (wrk -t1; ratio = requests/s over the same-run baseline,"
+                     " median of the rounds; each round's ratio in brackets)\n")
         header = "| scenario | baseline req/s (p50/p99 ms) | " + " | ".join(
             f"{k} req/s · events/s (p50/p99 ms) · ratio" for k in kinds
         ) + " | wrk CPU |"
@@ -211,7 +239,8 @@ def table(results: dict[str, Any]) -> str:
             for kind in kinds:
                 r = row[kind]
                 cells.append(f"{r['requests_per_s']:,.0f} · {r['events_per_s']:,.0f}"
-                             f" ({r['p50_ms']:.1f}/{r['p99_ms']:.1f}) · {r['ratio']:.2f}×")
+                             f" ({r['p50_ms']:.1f}/{r['p99_ms']:.1f}) · {r['ratio']:.2f}×"
+                             + _spread(r.get("round_ratios", [])))
             cpu = max(row[k]["wrk_cpu_percent"] for k in ("baseline", *kinds))
             cells.append(f"≤{cpu:.0f}% of a core")
             lines.append("| " + " | ".join(cells) + " |")

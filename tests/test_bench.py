@@ -95,3 +95,18 @@ def test_the_table_renders() -> None:
     }
     text = run.table(results)
     assert "0.50×" in text and "| q | 1.00 | 2.00 | 5 |" in text
+
+
+def test_a_write_figure_is_the_median_round_and_keeps_every_round() -> None:
+    rounds = [{"requests_per_s": rps, "p99_ms": float(rps)} for rps in (300.0, 100.0, 200.0)]
+    median = run._median(rounds)
+    assert median["requests_per_s"] == 200.0 and median["p99_ms"] == 200.0
+    assert median["rounds"] == [300.0, 100.0, 200.0]
+
+
+def test_the_table_shows_each_rounds_ratio() -> None:
+    timing = {"requests_per_s": 100.0, "events_per_s": 100.0, "p50_ms": 1.0, "p99_ms": 2.0,
+              "wrk_cpu_percent": 10.0, "ratio": 0.5, "round_ratios": [0.4, 0.5, 0.6]}
+    results = {"writes": [{"scenario": "track", "connections": 64, "baseline": timing,
+                           "sqlite": timing}], "reads": {}}
+    assert "0.50× (0.40, 0.50, 0.60)" in run.table(results)
