@@ -120,7 +120,7 @@ class ProfileCache:
     identity whose profile is not cached is read from the database again.
     """
 
-    def __init__(self, limit: int = 50_000) -> None:
+    def __init__(self, limit: int = 20_000) -> None:
         self.limit = limit
         self.identities: dict[tuple[int, str, str], int] = {}
         self.profiles: dict[int, ProfileState] = {}
