@@ -5,9 +5,9 @@ from __future__ import annotations
 import sqlite3
 
 _PRAGMAS = (
+    "PRAGMA busy_timeout = 10000",  # first: the others may wait for another writer's lock
     "PRAGMA journal_mode = WAL",
     "PRAGMA synchronous = FULL",
-    "PRAGMA busy_timeout = 10000",
     "PRAGMA foreign_keys = OFF",
     "PRAGMA cache_size = -65536",
     "PRAGMA temp_store = MEMORY",
