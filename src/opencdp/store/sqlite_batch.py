@@ -56,11 +56,14 @@ SELECT
      FROM profiles p WHERE p.pk IN (SELECT profile_pk FROM named)),
     (SELECT coalesce(max(pk), 0) FROM profiles)
 """
-_SAVE_PROFILES = """
+#: A ``profile_params`` row into the profiles table (the batch writer, the bulk load).
+INSERT_PROFILE = """
 INSERT INTO profiles (pk, workspace_id, id, external_id, email, traits, trait_stamps,
     anonymous_ids, audiences, created_by, created_time, first_events, last_events,
     last_activity, merged_into)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+VALUES (?1, ?15, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+"""
+_SAVE_PROFILES = INSERT_PROFILE + """\
 ON CONFLICT (pk) DO UPDATE SET external_id = excluded.external_id, email = excluded.email,
     traits = excluded.traits, trait_stamps = excluded.trait_stamps,
     anonymous_ids = excluded.anonymous_ids, audiences = excluded.audiences,
@@ -76,7 +79,7 @@ INSERT INTO events (workspace_id, event_id, message_id, profile_pk, action, even
     received_time, user_id, anonymous_id, raw)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
-#: The JSON columns of a ``profile_row``, stored as JSON text.
+#: The JSON columns of a ``profile_row`` (objects and lists), stored as JSON text.
 _PROFILE_JSON = (4, 5, 6, 7, 8, 10, 11)
 
 
@@ -233,7 +236,8 @@ class BatchWriter:
     def _save(self, workspace_id: int, graph: IdentityGraph, rows: list[list[Any]]) -> None:
         conn = self._conn
         if graph.changed:
-            profiles = [_profile_params(workspace_id, p) for p in graph.changed.values()]
+            changed = graph.changed.values()
+            profiles = [profile_params(profile_row(p), workspace_id) for p in changed]
             conn.executemany(_SAVE_PROFILES, profiles)
         if graph.links:
             links = [(workspace_id, k, v, pk) for (k, v), pk in graph.links.items()]
@@ -249,10 +253,10 @@ class BatchWriter:
             )
 
 
-def _profile_params(workspace_id: int, profile: ProfileState) -> list[Any]:
-    """``profile_row`` as the insert's parameters: the workspace second, JSON as text."""
-    row = profile_row(profile)
+def profile_params(row: list[Any], workspace_id: int) -> list[Any]:
+    """A ``profile_row`` as ``INSERT_PROFILE``'s parameters: JSON columns as text and the
+    workspace last (``row`` itself, changed in place)."""
     for index in _PROFILE_JSON:
         row[index] = _encode(row[index]).decode()
-    row.insert(1, workspace_id)
+    row.append(workspace_id)
     return row

@@ -15,21 +15,12 @@ import sqlite3
 from collections.abc import Iterable
 from typing import Any
 
-import msgspec
-
 from opencdp.models import BulkProfile
 from opencdp.store.bulk import BulkReport, profile_rows
+from opencdp.store.sqlite_batch import INSERT_PROFILE, profile_params
 
-_encode = msgspec.json.encode
-_JSON_COLUMNS = (4, 5, 6, 7, 8, 10, 11)  # of ``profile_row``: objects and lists
 _CHUNK_EVENTS = 200_000
 
-_INSERT_PROFILE = """
-INSERT INTO profiles (pk, workspace_id, id, external_id, email, traits, trait_stamps,
-    anonymous_ids, audiences, created_by, created_time, first_events, last_events,
-    last_activity, merged_into)
-VALUES (?1, ?15, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
-"""
 _INSERT_IDENTITY = (
     "INSERT INTO identities (kind, value, profile_pk, workspace_id) VALUES (?, ?, ?, ?)"
 )
@@ -64,11 +55,7 @@ def _insert_all(
     count_profiles = count_events = 0
     for pk, source in enumerate(profiles, start=first_pk):
         rows = profile_rows(source, pk)
-        profile = rows.profile
-        for column in _JSON_COLUMNS:
-            profile[column] = _encode(profile[column]).decode()
-        profile.append(workspace_id)
-        profile_batch.append(profile)
+        profile_batch.append(profile_params(rows.profile, workspace_id))
         identity_batch.extend((*identity, workspace_id) for identity in rows.identities)
         for event in rows.events:
             event.append(workspace_id)
@@ -89,7 +76,7 @@ def _commit(
 ) -> None:
     conn.execute("BEGIN IMMEDIATE")
     try:
-        conn.executemany(_INSERT_PROFILE, profiles)
+        conn.executemany(INSERT_PROFILE, profiles)
         conn.executemany(_INSERT_IDENTITY, identities)
         conn.executemany(_INSERT_EVENT, events)
         conn.execute("COMMIT")
