@@ -29,8 +29,8 @@ from opencdp.models import (
 class StoreObserver:
     """What the store reports as it writes; this default ignores it (metrics override).
 
-    Called from the store's writer threads (for SQLite, the thread that reads the writer
-    process's answers): implementations must be thread-safe and quick.
+    Called on the event loop by the store's writer task (on SQLite, the task that reads
+    the writer process's answers): implementations must be quick.
     """
 
     def committed(self, calls: int, duplicates: int) -> None:

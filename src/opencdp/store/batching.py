@@ -159,6 +159,12 @@ def split_answers(
         start += sizes[index]
 
 
+def commit_counts(results: Sequence[list[Accepted] | BaseException]) -> tuple[int, int]:
+    """(calls answered, how many of them were repeats) of a group commit, for the observer."""
+    answered = [a for r in results if not isinstance(r, BaseException) for a in r]
+    return len(answered), sum(1 for a in answered if a.duplicate)
+
+
 def settle(
     futures: Sequence[asyncio.Future[list[Accepted]]],
     results: Sequence[list[Accepted] | BaseException],

@@ -37,7 +37,7 @@ from opencdp.models import (
 from opencdp.store import postgres_bulk, read_sql
 from opencdp.store import postgres_reads as reads
 from opencdp.store.base import Store
-from opencdp.store.batching import by_workspace, settle, split_answers
+from opencdp.store.batching import by_workspace, commit_counts, settle, split_answers
 from opencdp.store.migrations import load_migrations
 from opencdp.store.postgres_batch import PostgresBatch
 
@@ -178,8 +178,7 @@ class PostgresStore(Store):
             log.exception("group commit failed; retrying its requests one by one")
             results = [await self._write_alone(s) for s in group]
         self._queued -= sum(len(s.calls) for s in group)
-        answered = [a for r in results if not isinstance(r, BaseException) for a in r]
-        self.observer.committed(len(answered), sum(1 for a in answered if a.duplicate))
+        self.observer.committed(*commit_counts(results))
         settle([s.future for s in group], results)
 
     async def _write_alone(self, submission: _Submission) -> list[Accepted] | BaseException:

@@ -72,8 +72,13 @@ class Answer(msgspec.Struct, array_like=True):
 # -- frames ----------------------------------------------------------------------------
 
 
+def frame(payload: bytes) -> bytes:
+    """``payload`` as one frame: its length, then itself."""
+    return LENGTH.pack(len(payload)) + payload
+
+
 def send_frame(sock: socket.socket, payload: bytes) -> None:
-    sock.sendall(LENGTH.pack(len(payload)) + payload)
+    sock.sendall(frame(payload))
 
 
 def receive_frame(sock: socket.socket) -> bytes | None:

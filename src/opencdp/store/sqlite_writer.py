@@ -28,9 +28,9 @@ import msgspec
 from opencdp.errors import OpenCDPError, Unavailable
 from opencdp.models import Accepted, Call, Workspace
 from opencdp.store.base import StoreObserver
-from opencdp.store.batching import settle
+from opencdp.store.batching import commit_counts, settle
 from opencdp.store.sqlite_batch import WireCall
-from opencdp.store.sqlite_commit import BUSY, LENGTH, Answer, Group, Submission
+from opencdp.store.sqlite_commit import BUSY, LENGTH, Answer, Group, Submission, frame
 
 log = logging.getLogger("opencdp.store")
 
@@ -90,8 +90,7 @@ class WriterProcess:
         return self._process.pid
 
     def send(self, group: Group) -> None:
-        payload = self._encode(group)
-        self._writer.write(LENGTH.pack(len(payload)) + payload)
+        self._writer.write(frame(self._encode(group)))
 
     async def receive(self) -> Answer | None:
         """The next answer; None once the process has closed its end (or died)."""
@@ -208,7 +207,7 @@ class GroupCommitWriter:
         if answer is not None:
             for reason in answer.refusals:
                 self._observer.refused(reason)
-            self._observer.committed(*_counts(results))
+            self._observer.committed(*commit_counts(results))
         settle([w.future for w in batch], results)
         if not self._pending and not self._in_flight:
             self._drained.set()
@@ -252,9 +251,3 @@ def _error(reason: str | None) -> OpenCDPError:
     if reason == BUSY:
         return Unavailable("the database is busy (an index being built?); retry shortly")
     return OpenCDPError("internal error")
-
-
-def _counts(results: Sequence[list[Accepted] | BaseException]) -> tuple[int, int]:
-    """(calls answered, how many of them were repeats) for the observer."""
-    answered = [a for r in results if not isinstance(r, BaseException) for a in r]
-    return len(answered), sum(1 for a in answered if a.duplicate)
