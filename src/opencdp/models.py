@@ -11,7 +11,9 @@ JSON = dict[str, Any]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MILLISECOND = timedelta(milliseconds=1)
-_WORKSPACE_PART = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+#: A clientId, accountId or brandId: the router, the OpenAPI document and tokens use it.
+WORKSPACE_PART = "[A-Za-z0-9_.-]{1,64}"
+_WORKSPACE_PART = re.compile(WORKSPACE_PART)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ from starlette.responses import HTMLResponse, Response
 
 from opencdp import __version__
 from opencdp.api.common import Endpoint, Handler
+from opencdp.models import WORKSPACE_PART
 
 JSON = dict[str, Any]
 _CONVERTOR = re.compile(r"\{(\w+):\w+\}")
@@ -183,7 +184,7 @@ def _parameters(path: str) -> list[JSON]:
     for name in _PARAM.findall(_CONVERTOR.sub(r"{\1}", path)):
         schema: JSON = {"type": "string"}
         if name in _WORKSPACE_PARTS:
-            schema = {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"}
+            schema = {"type": "string", "pattern": f"^{WORKSPACE_PART}$"}
         params.append({"name": name, "in": "path", "required": True, "schema": schema})
     return params
 

@@ -41,7 +41,7 @@ from opencdp.errors import (
     RateLimited,
     UnsupportedMediaType,
 )
-from opencdp.models import BatchItemError, Call, Principal, Workspace
+from opencdp.models import WORKSPACE_PART, BatchItemError, Call, Principal, Workspace
 from opencdp.ratelimit import RateLimiter
 from opencdp.store.base import Store
 
@@ -59,7 +59,7 @@ EXTRA_HEADERS = "opencdp.headers"
 class WorkspacePartConvertor(Convertor[str]):
     """A ``clientId``/``accountId``/``brandId`` path segment: bad ids are no route (404)."""
 
-    regex = "[A-Za-z0-9_.-]{1,64}"
+    regex = WORKSPACE_PART
 
     def convert(self, value: str) -> str:
         return value
