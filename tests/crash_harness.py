@@ -40,7 +40,7 @@ from typing import Any
 
 import httpx
 
-from tests.server_process import ServerProcess, cli
+from tests.server_process import ServerProcess, client_token
 
 CLIENT = "crash"
 USERS_PER_THREAD = 6
@@ -349,8 +349,7 @@ class Options:
 def run(db: str, workdir: Path, options: Options) -> Report:
     """The whole harness against the database ``db``; ``workdir`` holds the server's log."""
     env = {"OPENCDP_UNSAFE_ACK_BEFORE_COMMIT": "true"} if options.unsafe else {}
-    token = cli("tokens", "create", "--client", CLIENT, "--all-accounts", "--all-brands",
-                "--scope", "read,write", db=db).strip()
+    token = client_token(db, CLIENT)
     server = ServerProcess(db, workdir / "server.log", **env)
     rng = random.Random(options.seed)
     report = Report()

@@ -30,6 +30,12 @@ def cli(*args: str, db: str) -> str:
     return done.stdout
 
 
+def client_token(db: str, client: str, scopes: str = "read,write") -> str:
+    """A token for every workspace of ``client``, made with ``opencdp tokens create``."""
+    return cli("tokens", "create", "--client", client, "--all-accounts", "--all-brands",
+               "--scope", scopes, db=db).strip()
+
+
 class ServerProcess:
     """``opencdp serve`` on a free port; ``start``/``kill``/``terminate`` like a user would."""
 

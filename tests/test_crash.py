@@ -12,7 +12,7 @@ import pytest
 
 from tests.backends import STORES
 from tests.crash_harness import CLIENT, Cycle, Load, Options, Report, database, run, verify_cycle
-from tests.server_process import ServerProcess, cli
+from tests.server_process import ServerProcess, client_token
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -46,8 +46,7 @@ def test_the_harness_sees_loss_when_the_server_answers_before_committing(
 def test_sigterm_under_load_answers_commits_and_exits_zero(store: str, tmp_path: Path) -> None:
     """Every answered call is stored, no batch is half-written, the exit is 0 within 15 s."""
     with database(store, tmp_path) as db:
-        token = cli("tokens", "create", "--client", CLIENT, "--all-accounts", "--all-brands",
-                    "--scope", "read,write", db=db).strip()
+        token = client_token(db, CLIENT)
         server = ServerProcess(db, tmp_path / "server.log")
         report, cycle = Report(), Cycle(0)
         try:

@@ -18,7 +18,7 @@ import httpx
 import msgspec
 import pytest
 
-from tests.server_process import ServerProcess, cli
+from tests.server_process import ServerProcess, client_token
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -32,8 +32,7 @@ def db(tmp_path: Path) -> str:
 
 @pytest.fixture
 def token(db: str) -> str:
-    return cli("tokens", "create", "--client", "load", "--all-accounts", "--all-brands",
-               "--scope", "read,write", db=db).strip()
+    return client_token(db, "load")
 
 
 def start(db: str, tmp_path: Path, **env: str) -> ServerProcess:

@@ -13,7 +13,7 @@ import pytest
 
 from opencdp.traits import merge_traits
 from tests.backends import STORES, postgres_schema, redis_or_skip, store_url
-from tests.server_process import ServerProcess, cli
+from tests.server_process import ServerProcess, client_token
 
 pytestmark = pytest.mark.slow
 
@@ -101,8 +101,7 @@ def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 def test_two_processes_on_one_database_act_as_one(shared_url: str, tmp_path: Path) -> None:
     """Two processes on one PostgreSQL (or, slower but correct, one SQLite file)."""
-    token = cli("tokens", "create", "--client", "shop", "--all-accounts", "--all-brands",
-                "--scope", "read,write", db=shared_url).strip()
+    token = client_token(shared_url, "shop")
     servers = start_two(shared_url, tmp_path)
     try:
         calls = workload(seed=3)
@@ -129,8 +128,7 @@ def test_two_processes_on_one_database_act_as_one(shared_url: str, tmp_path: Pat
 
 def test_redis_bucket_limits_the_sum_of_two_processes(pg_url: str, tmp_path: Path) -> None:
     redis_url = redis_or_skip()
-    token = cli("tokens", "create", "--client", "shop", "--all-accounts", "--all-brands",
-                "--scope", "write", db=pg_url).strip()
+    token = client_token(pg_url, "shop", "write")
     servers = start_two(
         pg_url, tmp_path, OPENCDP_REDIS_URL=redis_url, OPENCDP_RATE="1", OPENCDP_BURST="10"
     )

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.core.result import Ok
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from tests.server_process import ServerProcess, cli
+from tests.server_process import ServerProcess, client_token
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -32,8 +32,7 @@ def test_every_route_keeps_to_its_openapi_document(tmp_path: Path) -> None:
     server = ServerProcess(db, tmp_path / "server.log")
     server.start()
     try:
-        token = cli("tokens", "create", "--client", "c1", "--all-accounts", "--all-brands",
-                    "--scope", "read,write", db=db).strip()
+        token = client_token(db, "c1")
         schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json")
         operations = []
         for result in schema.get_all_operations():

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.server_process import ServerProcess, cli
+from tests.server_process import ServerProcess, cli, client_token
 
 pytestmark = pytest.mark.slow
 
@@ -26,9 +26,7 @@ def db(tmp_path: Path) -> str:
 
 @pytest.fixture
 def token(db: str) -> str:
-    out = cli("tokens", "create", "--client", "shop", "--all-accounts", "--all-brands",
-              "--scope", "read,write", db=db)
-    return out.strip()
+    return client_token(db, "shop")
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from opencdp.errors import Unavailable
 from opencdp.models import EventQuery, ProfileRef
 from opencdp.store.sqlite import SQLiteStore
 from tests.read_fixtures import T0, WS, call
-from tests.server_process import ServerProcess, cli
+from tests.server_process import ServerProcess, client_token
 
 
 def _alive(pid: int) -> bool:
@@ -94,8 +94,7 @@ def test_the_writer_process_ends_when_the_server_is_killed(tmp_path: Path) -> No
         tasks = Path(f"/proc/{server.proc.pid}/task").glob("*/children")
         writers = [int(pid) for task in tasks for pid in task.read_text().split()]
         assert len(writers) == 1
-        token = cli("tokens", "create", "--client", "shop", "--all-accounts", "--all-brands",
-                    "--scope", "write", db=db).strip()
+        token = client_token(db, "shop", "write")
         body = {"userId": "u1", "event": "Order Completed", "timestamp": "2026-01-01T00:00:00Z"}
         answer = httpx.post(f"{server.url}/track/shop/web/uk/v1/track", json=body,
                             headers={"auth-token": token})
