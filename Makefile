@@ -1,9 +1,16 @@
-# make run: start the server on http://127.0.0.1:8000 · make test: lint, type-check, test.
+# make run: install what serving needs, then serve · make test: install the dev tools too,
+# then lint, type-check and test. Both install exactly what uv.lock pins (hashes included).
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
 DB ?= sqlite:///./opencdp.db
+# uv itself comes from PyPI, pinned, into a small venv of its own; it never downloads a Python.
+UV_VERSION := 0.13.9
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+export UV_PYTHON_DOWNLOADS := never
+SYNC := $(UV) sync --frozen --python $(PY)
 
 define TOUR
 opencdp is starting on http://127.0.0.1:8000 (Ctrl-C to stop). In another terminal:
@@ -16,11 +23,12 @@ opencdp is starting on http://127.0.0.1:8000 (Ctrl-C to stop). In another termin
 endef
 export TOUR
 
-.PHONY: run test lint clean
+.PHONY: run test lint clean install install-dev lock test-latest
 .PHONY: crash
 CRASH_CYCLES ?= 50
 
-run: $(STAMP)
+run: $(UV)
+	$(SYNC) --no-dev --inexact
 	@echo "$$TOUR"
 	$(BIN)/opencdp serve --db $(DB)
 
@@ -29,7 +37,7 @@ test: lint
 
 # kill -9 the real server under load, CRASH_CYCLES times per store, and prove nothing
 # acknowledged is lost or duplicated; then the negative control (--unsafe) must see loss.
-crash: $(STAMP)
+crash: install-dev
 	$(BIN)/python -m tests.crash_harness --cycles $(CRASH_CYCLES) --store sqlite
 	$(BIN)/python -m tests.crash_harness --cycles $(CRASH_CYCLES) --store postgres
 	$(BIN)/python -m tests.crash_harness --cycles 10 --store sqlite --unsafe
@@ -42,22 +50,36 @@ test: $(BROWSER_DEPS)
 $(BROWSER_DEPS): tests/browser/package-lock.json
 	@if command -v npm >/dev/null; then cd tests/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund; else echo "npm not found: the browser test will skip"; fi
 
-lint: $(STAMP)
+lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
 # make bench: the benchmark (BENCHMARKS.md); QUICK=1 for the short regression run.
 .PHONY: bench
-bench: $(STAMP)
+bench: install-dev
 	$(BIN)/python -m bench $(if $(QUICK),--quick) $(BENCH_ARGS)
 
 clean:
-	rm -rf build dist src/*.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf build dist $(TOOLS) $(LATEST) src/*.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 
-$(BIN)/python:
-	$(PY) -m venv $(VENV)
+install-dev: $(UV)
+	$(SYNC)
 
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -e '.[dev]'
-	touch $(STAMP)
+$(UV):
+	$(PY) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+# Move the pins deliberately: every package to its newest release allowed by pyproject.toml.
+lock: $(UV)
+	$(UV) lock --upgrade --python $(PY)
+
+# The suite against the newest releases, in a venv of its own, without touching uv.lock:
+# drift shows here before the lock moves.
+LATEST := .venv-latest
+test-latest: $(UV) $(BROWSER_DEPS)
+	rm -rf $(LATEST)
+	$(UV) venv --python $(PY) $(LATEST)
+	$(UV) pip install --python $(LATEST) --upgrade --refresh -e . --group dev
+	$(LATEST)/bin/ruff check .
+	$(LATEST)/bin/pytest -n 2
