@@ -23,6 +23,8 @@ import msgspec
 from opencdp import errors
 from opencdp.identity import is_placeholder
 from opencdp.models import BatchItemError, Call, to_millis
+from opencdp.shape_errors import first_problem
+from opencdp.shape_errors import json_kind as _json_kind
 
 CALL_TYPES = ("identify", "track", "page", "screen", "alias", "group")
 MAX_BATCH_ITEMS = 1000
@@ -207,8 +209,8 @@ def _shape_of(action: str) -> type[_CallShape]:
 def _convert(shape: type[S], body: Any) -> S:
     try:
         return msgspec.convert(body, shape)
-    except msgspec.ValidationError as exc:
-        raise errors.ValidationFailed(_explain(str(exc))) from None
+    except msgspec.ValidationError:
+        raise errors.ValidationFailed(first_problem(shape, body)) from None
 
 
 def _invalid(field: str, why: str) -> errors.ValidationFailed:
@@ -294,64 +296,13 @@ def _item_type(item: dict[str, Any]) -> str:
     return kind
 
 
-# --- turning msgspec's messages into "<field>: <why>" ---------------------------------
-
-_AT_PATH = re.compile(r"^(?P<what>.*?)(?: - at `\$\.?(?P<path>[^`]*)`)?$", re.DOTALL)
-_MISSING = re.compile(r"Object missing required field `(?P<field>[^`]+)`")
-_EXPECTED = re.compile(
-    r"Expected `(?P<want>\w+)[^`]*`(?:, got `(?P<got>\w+)`)?"
-    r"(?: of length (?P<op>[<>])= (?P<limit>\d+))?"
-)
-_JSON_NAMES = {
-    "str": "string",
-    "int": "integer",
-    "float": "number",
-    "bool": "boolean",
-    "array": "array",
-    "object": "object",
-    "null": "null",
-}
-_ARTICLES = {"array": "an", "object": "an", "integer": "an"}
-
-
-def _explain(message: str) -> str:
-    """``Expected `object`, got `array` - at `$.traits``` → ``traits: must be an object …``."""
-    match = _AT_PATH.match(message)
-    what, path = (match["what"], match["path"] or "") if match else (message, "")
-    missing = _MISSING.fullmatch(what)
-    if missing:
-        return f"{path + '.' if path else ''}{missing['field']}: required"
-    return f"{path or 'body'}: {_why(what)}"
-
-
-def _why(what: str) -> str:
-    expected = _EXPECTED.match(what)
-    if "datetime" in what or "RFC3339" in what:
-        return "not an ISO-8601 time"
-    if expected is None:
-        return what[:1].lower() + what[1:]
-    if expected["op"] == ">":
-        return "must not be empty"
-    if expected["op"] == "<":
-        return f"must be at most {expected['limit']} characters"
-    want = _JSON_NAMES.get(expected["want"], expected["want"])
-    got = _JSON_NAMES.get(expected["got"] or "", expected["got"])
-    return f"must be {_ARTICLES.get(want, 'a')} {want}" + (f" (got {got})" if got else "")
-
-
-def _json_kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    kinds = {int: "integer", float: "number", str: "string", list: "array", dict: "object"}
-    return kinds.get(type(value), type(value).__name__)
-
-
 # --- JSON bodies ----------------------------------------------------------------------
 
-_BYTE_OFFSET = re.compile(r" \(byte (\d+)\)")
-_HIGH_SURROGATE = re.compile(rb"\\u[dD][89abAB]")  # msgspec calls a lone one "truncated"
+# A \u escape of half a UTF-16 pair without its other half (JSON text cannot hold it).
+_LONE_SURROGATE = re.compile(
+    rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])"
+    rb"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+)
 
 
 def _decode_json(body: bytes) -> Any:
@@ -359,18 +310,19 @@ def _decode_json(body: bytes) -> Any:
         raise errors.InvalidRequest("body: must be a JSON object (got an empty body)")
     try:
         return msgspec.json.decode(body)
-    except UnicodeDecodeError:
-        raise errors.InvalidRequest("body: not valid UTF-8") from None
     except RecursionError:
         raise errors.InvalidRequest("body: JSON nested too deeply") from None
-    except msgspec.DecodeError as exc:  # ValidationError too: numbers out of range
-        raise errors.InvalidRequest(f"body: malformed JSON ({_decode_detail(exc, body)})") from None
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # ValidationError: 1e400
+        raise errors.InvalidRequest(f"body: {_decode_problem(exc, body)}") from None
 
 
-def _decode_detail(exc: msgspec.DecodeError, body: bytes) -> str:
-    """``JSON is malformed: invalid character (byte 6)`` → ``invalid character at byte 6``."""
-    text = str(exc).removeprefix("JSON is malformed: ").split(" - at `")[0]
-    if text == "Input data was truncated" and _HIGH_SURROGATE.search(body):
-        return "invalid utf-16 surrogate pair"
-    text = _BYTE_OFFSET.sub(r" at byte \1", text)
-    return text[:1].lower() + text[1:]
+def _decode_problem(exc: Exception, body: bytes) -> str:
+    """Why ``body`` is not JSON, found by our own checks; msgspec's text is only a detail."""
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return "not valid UTF-8"
+    if _LONE_SURROGATE.search(body):
+        return "malformed JSON (invalid utf-16 surrogate pair)"
+    detail = str(exc).removeprefix("JSON is malformed: ").split(" - at `")[0]
+    return f"malformed JSON ({detail[:1].lower()}{detail[1:]})"

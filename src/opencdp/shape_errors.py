@@ -1,0 +1,139 @@
+"""Where and why a decoded JSON value does not fit a msgspec type: ``"<field>: <why>"``.
+
+msgspec says *that* a value does not convert; its English message may change between
+releases, so nothing here reads it. Once a conversion has failed, ``first_problem``
+walks the value beside the type's own description (``msgspec.inspect``) and names the
+first field that breaks it, in the value's key order, then the missing required fields.
+Leaves are checked by msgspec itself (by exception type only), so a value accepted by
+``msgspec.convert`` is never reported here, and the rules stay msgspec's.
+"""
+
+from __future__ import annotations
+
+import functools
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+import msgspec.inspect as mi
+
+_KINDS: dict[type, str] = {
+    bool: "boolean",
+    int: "integer",
+    float: "number",
+    str: "string",
+    list: "array",
+    dict: "object",
+}
+_WANTS: dict[type[mi.Type], str] = {
+    mi.StrType: "a string",
+    mi.BoolType: "a boolean",
+    mi.IntType: "an integer",
+    mi.FloatType: "a number",
+    mi.ListType: "an array",
+    mi.DictType: "an object",
+    mi.StructType: "an object",
+}
+
+
+def json_kind(value: Any) -> str:
+    """The JSON name of a decoded value's type: ``"array"``, ``"null"``, ``"integer"`` …"""
+    return "null" if value is None else _KINDS.get(type(value), type(value).__name__)
+
+
+def first_problem(shape: type[msgspec.Struct], value: Any) -> str:
+    """``"<path>: <why>"`` for the first part of ``value`` that does not convert to ``shape``."""
+    found = _check(_info(shape), value, "")
+    return found or "body: does not match the expected shape"
+
+
+@functools.cache
+def _info(shape: type[msgspec.Struct]) -> mi.Type:
+    return mi.type_info(shape)
+
+
+def _at(path: str, why: str) -> str:
+    return f"{path or 'body'}: {why}"
+
+
+def _check(info: mi.Type, value: Any, path: str) -> str | None:
+    if isinstance(info, mi.UnionType):
+        return _check_union(info, value, path)
+    if isinstance(info, mi.AnyType | mi.NoneType):
+        return None if isinstance(info, mi.AnyType) or value is None else _at(path, "must be null")
+    if isinstance(info, mi.DateTimeType):
+        return None if _is_time(value, info) else _at(path, "not an ISO-8601 time")
+    want = _WANTS.get(type(info))
+    if want is None:  # a kind our shapes do not use: leave it to the fallback message
+        return None
+    if not _same_kind(info, value):
+        return _at(path, f"must be {want} (got {json_kind(value)})")
+    if isinstance(info, mi.StructType):
+        return _check_struct(info, value, path)
+    if isinstance(info, mi.ListType):
+        return _check_items(info, value, path)
+    if isinstance(info, mi.StrType):
+        return _check_length(info, value, path)
+    return None
+
+
+def _check_union(info: mi.UnionType, value: Any, path: str) -> str | None:
+    """Our unions are ``T | None``: null passes, anything else is checked against ``T``."""
+    others = [t for t in info.types if not isinstance(t, mi.NoneType)]
+    if value is None and len(others) < len(info.types):
+        return None
+    if len(others) == 1:
+        return _check(others[0], value, path)
+    return None if any(_check(t, value, path) is None for t in others) else _at(path, "not valid")
+
+
+def _check_struct(info: mi.StructType, value: dict[str, Any], path: str) -> str | None:
+    fields = {f.encode_name: f for f in info.fields}
+    prefix = f"{path}." if path else ""
+    for key, item in value.items():
+        field = fields.get(key)
+        if field is not None:
+            problem = _check(field.type, item, prefix + key)
+            if problem is not None:
+                return problem
+    for field in info.fields:
+        if field.required and field.encode_name not in value:
+            return f"{prefix}{field.encode_name}: required"
+    return None
+
+
+def _check_items(info: mi.ListType, value: list[Any], path: str) -> str | None:
+    for index, item in enumerate(value):
+        problem = _check(info.item_type, item, f"{path}[{index}]")
+        if problem is not None:
+            return problem
+    return None
+
+
+def _check_length(info: mi.StrType, value: str, path: str) -> str | None:
+    if info.min_length is not None and len(value) < info.min_length:
+        return _at(path, "must not be empty" if info.min_length == 1 else "is too short")
+    if info.max_length is not None and len(value) > info.max_length:
+        return _at(path, f"must be at most {info.max_length} characters")
+    return None
+
+
+def _same_kind(info: mi.Type, value: Any) -> bool:
+    if isinstance(info, mi.BoolType | mi.IntType):
+        return type(value) is (bool if isinstance(info, mi.BoolType) else int)
+    if isinstance(info, mi.FloatType):
+        return type(value) in (int, float)
+    expected = {mi.StrType: str, mi.ListType: list, mi.DictType: dict, mi.StructType: dict}
+    return type(value) is expected[type(info)]
+
+
+def _is_time(value: Any, info: mi.DateTimeType) -> bool:
+    """Whether msgspec itself accepts ``value`` as the time ``info`` describes."""
+    try:
+        msgspec.convert(value, _AWARE_TIME if info.tz else datetime)
+    except msgspec.ValidationError:
+        return False
+    return True
+
+
+_AWARE_TIME = Annotated[datetime, msgspec.Meta(tz=True)]
