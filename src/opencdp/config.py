@@ -6,9 +6,11 @@ This is the only module that reads the environment.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
+from urllib.parse import urlsplit
 
 DEFAULT_DB = "sqlite:///./opencdp.db"
 MIB = 1024 * 1024
@@ -24,6 +26,7 @@ class Settings:
     burst: int = 500
     redis_url: str | None = None
     trusted_proxies: tuple[str, ...] = ()
+    public_url: str | None = None  # scheme://host[:port] analytics.js is told to send to
     track_body_limit: int = 6 * MIB
     read_body_limit: int = 1 * MIB
     commit_batch_max: int = 2000
@@ -48,6 +51,36 @@ class Settings:
 
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)
+
+    def __post_init__(self) -> None:
+        if self.public_url is not None:
+            object.__setattr__(self, "public_url", public_origin(self.public_url))
+
+
+# host[:port]: a DNS name or IPv4 address, or an IPv6 one in brackets; nothing else.
+_HOST = re.compile(r"(?:[A-Za-z0-9_-]{1,63}\.)*[A-Za-z0-9_-]{1,63}\.?|\[[0-9A-Fa-f:.]{2,45}\]")
+_PORT = re.compile(r"(?::[0-9]{1,5})?")
+
+
+def is_host(value: str) -> bool:
+    """Whether ``value`` is a ``host[:port]`` as a ``Host`` header or URL may carry it."""
+    match = _HOST.match(value)
+    port = None if match is None else _PORT.fullmatch(value, match.end())
+    return port is not None and (not port[0] or int(port[0][1:]) <= 65535)
+
+
+def public_origin(url: str) -> str:
+    """``OPENCDP_PUBLIC_URL`` as ``scheme://host[:port]``; a path, query or user is refused."""
+    parts = urlsplit(url.strip())
+    try:
+        parts.port  # noqa: B018 (reading it checks it)
+    except ValueError as exc:
+        raise ValueError(f"OPENCDP_PUBLIC_URL: {url!r}: {exc}") from None
+    if parts.scheme not in {"http", "https"} or not is_host(parts.netloc):
+        raise ValueError(f"OPENCDP_PUBLIC_URL: {url!r} is not an http(s)://host[:port] URL")
+    if parts.path not in {"", "/"} or parts.query or parts.fragment or "@" in parts.netloc:
+        raise ValueError(f"OPENCDP_PUBLIC_URL: {url!r} must be only scheme://host[:port]")
+    return f"{parts.scheme}://{parts.netloc.lower()}"
 
 
 def _parse(name: str, raw: str, default: Any) -> Any:

@@ -82,11 +82,16 @@ class ClientAddress:
     def of(self, scope: Scope) -> str | None:
         client = scope.get("client")
         peer: str | None = client[0] if client else None
-        if not self._networks or peer is None or not self._is_trusted(peer):
+        if peer is None or not self.trusts(scope):
             return peer
         forwarded = header(scope, b"x-forwarded-for") or ""
         first = forwarded.split(",", 1)[0].strip()
         return first or peer
+
+    def trusts(self, scope: Scope) -> bool:
+        """Whether the peer is a trusted proxy, whose ``X-Forwarded-*`` headers count."""
+        client = scope.get("client")
+        return bool(self._networks) and client is not None and self._is_trusted(client[0])
 
     def _is_trusted(self, peer: str) -> bool:
         try:

@@ -25,6 +25,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Scope
 
 from opencdp import segment
 from opencdp.api.common import (
@@ -35,12 +36,14 @@ from opencdp.api.common import (
     allow_origin,
     check_content_type,
     check_declared_size,
+    header,
     read_body,
     store_batch,
     take_rate,
 )
 from opencdp.api.tracking import BatchAccepted, CallAccepted
 from opencdp.auth import authorize, secret_matches, split_token
+from opencdp.config import is_host
 from opencdp.errors import (
     AuthenticationFailed,
     InvalidRequest,
@@ -159,11 +162,43 @@ def _settings_handler(services: Services) -> Handler:
         allow_origin(request.scope)
         write_key = request.path_params["writeKey"]
         await _authenticate(request, services, write_key)
-        host = request.headers.get("host") or f"{request.url.hostname}:{request.url.port}"
-        settings = segment.project_settings(write_key, host, request.url.scheme)
-        return JSONResponse(settings, headers={"Cache-Control": "max-age=300"})
+        public = services.settings.public_url
+        if public is not None:
+            scheme, _, host = public.partition("://")
+            headers = {"Cache-Control": "max-age=300"}
+        else:
+            scheme, host = _request_origin(services, request.scope)
+            headers = {"Cache-Control": "max-age=300", "Vary": _ORIGIN_HEADERS}
+        settings = segment.project_settings(write_key, host, scheme)
+        return JSONResponse(settings, headers=headers)
 
     return segment_settings
+
+
+# What the settings answer depends on without OPENCDP_PUBLIC_URL: a cache keys on them.
+_ORIGIN_HEADERS = "Host, X-Forwarded-Proto, X-Forwarded-Host"
+
+
+def _request_origin(services: Services, scope: Scope) -> tuple[str, str]:
+    """The scheme and ``host[:port]`` the client reached: its own, or a trusted proxy's."""
+    scheme: str = scope["scheme"]
+    host = header(scope, b"host")
+    if services.client_address.trusts(scope):
+        proto = _first(header(scope, b"x-forwarded-proto")).lower()
+        scheme = proto if proto in {"http", "https"} else scheme
+        host = _first(header(scope, b"x-forwarded-host")) or host
+    if not host:
+        address, port = scope.get("server") or ("127.0.0.1", None)
+        address = f"[{address}]" if ":" in address else address
+        host = address if port is None else f"{address}:{port}"
+    if not is_host(host):
+        raise InvalidRequest("Host: not a host[:port] (set OPENCDP_PUBLIC_URL to fix it)")
+    return scheme, host
+
+
+def _first(value: str | None) -> str:
+    """The first item of a comma-separated header: the hop nearest the client."""
+    return "" if value is None else value.split(",", 1)[0].strip()
 
 
 # -- admission: size, content-type, token, rate limit, body --------------------------------
