@@ -79,6 +79,13 @@ def test_help_names_the_environment_variables() -> None:
         assert name in result.stdout
 
 
+def test_help_names_every_setting() -> None:
+    text = " ".join(run("serve", "--help").stdout.split())
+    for f in fields(Settings):
+        if f.repr:
+            assert f"OPENCDP_{f.name.upper()}" in text, f.name
+
+
 def test_migrate_prints_the_schema_version(db: str) -> None:
     result = run("migrate", "--db", db)
     assert result.exit_code == 0, result.output

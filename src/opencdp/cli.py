@@ -5,24 +5,26 @@ Each command is a thin call into the library.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import fields
 from typing import Any, TypeVar
 
 import click
 
 from opencdp import auth
+from opencdp.cli_database import check_port_free, remember_create_dirs
+from opencdp.cli_database import migrate as migrate_db
+from opencdp.cli_database import run as run_on
 from opencdp.config import Settings
 from opencdp.errors import ValidationFailed
 from opencdp.models import TokenRecord, format_millis
 from opencdp.queries import PROPERTY_PREFIX, property_path
-from opencdp.store.base import Store, open_store
+from opencdp.store.base import Store
 
-T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 _DEFAULTS = Settings()
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -42,7 +44,16 @@ def setting(flag: str, help: str, **attrs: Any) -> Callable[[F], F]:
     )
 
 
-db_option = setting("--db", "Database URL: sqlite:///PATH or postgresql://…")
+def db_option(command: F) -> F:
+    """``--db`` and ``--create-dirs``: every command that opens the database takes both."""
+    command = setting(
+        "--create-dirs",
+        "Create the SQLite file's missing parent directories (else refused).",
+        is_flag=True,
+        expose_value=False,
+        callback=remember_create_dirs,
+    )(command)
+    return setting("--db", "Database URL: sqlite:///PATH or postgresql://…")(command)
 
 
 @click.group(context_settings=CONTEXT)
@@ -54,7 +65,24 @@ def main() -> None:
 # -- serve and migrate -----------------------------------------------------------------
 
 
-@main.command(context_settings=CONTEXT)
+def _environment_epilog() -> str:
+    """Every ``OPENCDP_*`` setting without a flag here, and its default."""
+    flagged = {"host", "port", "db", "workers", "rate", "burst", "redis_url", "create_dirs"}
+    listed = [
+        f"OPENCDP_{f.name.upper()} (default: {_shown_default(getattr(_DEFAULTS, f.name))})"
+        for f in fields(Settings)
+        if f.repr and f.name not in flagged
+    ]
+    return "\b\nAlso read from the environment (README, Configuration):\n  " + "\n  ".join(listed)
+
+
+def _shown_default(value: Any) -> str:
+    if value in (None, ()):
+        return "unset"
+    return str(value)
+
+
+@main.command(context_settings=CONTEXT, epilog=_environment_epilog())
 @setting("--host", "Address to listen on.")
 @setting("--port", "Port to listen on.", type=click.IntRange(0, 65535))
 @db_option
@@ -86,8 +114,9 @@ def serve(
         "redis_url": redis_url,
     }
     settings = _settings(chosen)
-    version = _migrate(settings.db)
-    click.echo(f"opencdp: {settings.db} at schema version {version}", err=True)
+    check_port_free(settings.host, settings.port)
+    version = migrate_db(settings.db)
+    click.echo(f"opencdp: schema version {version}", err=True)
     _export(chosen)
     # uvicorn finishes in-flight requests and runs the shutdown (which commits the
     # write queue), then re-raises the signal: a stop asked for by SIGTERM exits 0.
@@ -116,7 +145,7 @@ def serve(
 @db_option
 def migrate(db: str) -> None:
     """Bring the database schema up to date and print its version."""
-    click.echo(str(_migrate(db)))
+    click.echo(str(migrate_db(db)))
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:
@@ -135,10 +164,6 @@ def _export(chosen: dict[str, Any]) -> None:
     for name, value in chosen.items():
         if value is not None:
             os.environ[f"OPENCDP_{name.upper()}"] = str(value)
-
-
-def _migrate(url: str) -> int:
-    return _open(url).migrate()
 
 
 @main.command(context_settings=CONTEXT)
@@ -163,7 +188,7 @@ def demo(customers: int, db: str) -> None:
         await store.add_token(record)
         return len(calls)
 
-    count = _run(db, load)
+    count = run_on(db, load)
     click.echo(f"opencdp: loaded {count} events for {customers} customers into {ws}", err=True)
     click.echo(
         f"try: curl -H 'auth-token: <token>' http://127.0.0.1:8000/track/{ws}/v1/events?size=5",
@@ -227,7 +252,7 @@ def create_token(
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
-    _run(db, lambda store: store.add_token(record))
+    run_on(db, lambda store: store.add_token(record))
     click.echo(token)
 
 
@@ -238,7 +263,7 @@ def create_token(
 @db_option
 def list_tokens(as_json: bool, db: str) -> None:
     """List every token (never its secret)."""
-    records = _run(db, lambda store: store.list_tokens())
+    records = run_on(db, lambda store: store.list_tokens())
     if as_json:
         click.echo(json.dumps([_token_json(r) for r in records], indent=2))
     else:
@@ -250,7 +275,7 @@ def list_tokens(as_json: bool, db: str) -> None:
 @db_option
 def revoke_token(token_id: str, db: str) -> None:
     """Revoke a token at once, by its id (the hex part after ``ocdp_``)."""
-    if not _run(db, lambda store: store.revoke_token(token_id, _now())):
+    if not run_on(db, lambda store: store.revoke_token(token_id, _now())):
         raise click.ClickException(f"no active token with id {token_id!r}")
     click.echo(f"revoked {token_id}")
 
@@ -325,7 +350,7 @@ def index_property(path: str, db: str) -> None:
     SQLite, writes wait until it is built.
     """
     checked = _property_path(path)
-    if _run(db, lambda store: store.index_property(checked)):
+    if run_on(db, lambda store: store.index_property(checked)):
         click.echo(f"indexed properties.{checked}")
     else:
         click.echo(f"properties.{checked} is already indexed: nothing to do")
@@ -335,7 +360,7 @@ def index_property(path: str, db: str) -> None:
 @db_option
 def list_property_indexes(db: str) -> None:
     """List the indexed property paths and when each was indexed."""
-    for index in _run(db, lambda store: store.list_property_indexes()):
+    for index in run_on(db, lambda store: store.list_property_indexes()):
         click.echo(f"{index.path}\t{format_millis(index.created_time)}")
 
 
@@ -345,7 +370,7 @@ def list_property_indexes(db: str) -> None:
 def drop_property_index(path: str, db: str) -> None:
     """Drop the index of properties.PATH: filters on it scan events again."""
     checked = _property_path(path)
-    if not _run(db, lambda store: store.drop_property_index(checked)):
+    if not run_on(db, lambda store: store.drop_property_index(checked)):
         raise click.ClickException(f"properties.{checked} is not indexed")
     click.echo(f"dropped the index of properties.{checked}")
 
@@ -363,24 +388,3 @@ def _property_path(path: str) -> str:
 
 def _now() -> int:
     return time.time_ns() // 1_000_000
-
-
-def _open(url: str) -> Store:
-    try:
-        return open_store(url)
-    except (ValueError, NotImplementedError) as exc:
-        raise click.BadParameter(str(exc), param_hint="--db") from exc
-
-
-def _run(url: str, work: Callable[[Store], Awaitable[T]]) -> T:
-    """Start the store, do ``work``, stop the store (committing what it wrote)."""
-
-    async def session() -> T:
-        store = _open(url)
-        await store.start()
-        try:
-            return await work(store)
-        finally:
-            await store.stop()
-
-    return asyncio.run(session())

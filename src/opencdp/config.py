@@ -32,6 +32,7 @@ class Settings:
     commit_batch_max: int = 2000
     write_queue_max: int = 20000
     log_level: str = "info"
+    create_dirs: bool = False  # the CLI may create a SQLite file's missing directories
     # Test-only: answer before the commit. Exists so the crash harness can prove it
     # detects loss; never set it in production.
     unsafe_ack_before_commit: bool = field(default=False, repr=False)
