@@ -19,9 +19,10 @@ from opencdp import auth
 from opencdp.cli_database import check_port_free, remember_create_dirs
 from opencdp.cli_database import migrate as migrate_db
 from opencdp.cli_database import run as run_on
+from opencdp.cli_tokens import token_json, token_table
 from opencdp.config import Settings
 from opencdp.errors import ValidationFailed
-from opencdp.models import TokenRecord, format_millis
+from opencdp.models import format_millis
 from opencdp.queries import PROPERTY_PREFIX, property_path
 from opencdp.store.base import Store
 
@@ -116,7 +117,7 @@ def serve(
     settings = _settings(chosen)
     check_port_free(settings.host, settings.port)
     version = migrate_db(settings.db)
-    click.echo(f"opencdp: schema version {version}", err=True)
+    click.echo(f"opencdp: schema version {version}; serving {served_at(settings)}", err=True)
     _export(chosen)
     # uvicorn finishes in-flight requests and runs the shutdown (which commits the
     # write queue), then re-raises the signal: a stop asked for by SIGTERM exits 0.
@@ -171,30 +172,53 @@ def _export(chosen: dict[str, Any]) -> None:
     "--customers", default=2000, show_default=True, type=click.IntRange(min=1),
     help="How many sample customers to create.",
 )
+@setting("--host", "The address opencdp serve listens on (for the example printed).")
+@setting("--port", "The port opencdp serve listens on (for the example printed).", type=int)
 @db_option
-def demo(customers: int, db: str) -> None:
-    """Load a sample workspace (demo/web/shop) and print a read,write token for it."""
+def demo(customers: int, host: str, port: int, db: str) -> None:
+    """Load a sample workspace (demo/web/shop) and print a read,write token for it.
+
+    Safe to run again: every sample call carries a fixed messageId, so a second run
+    stores nothing twice. Every event lies in the 30 days before now.
+    """
     from opencdp.demo import DEMO_WORKSPACE, demo_calls
 
+    settings = _settings({"host": host, "port": port, "db": db})
     ws = DEMO_WORKSPACE
     token, record = auth.new_token(
         ws.client_id, [ws.account_id], [ws.brand_id], ["read", "write"], _now(), "demo"
     )
 
-    async def load(store: Store) -> int:
+    async def load(store: Store) -> tuple[int, int]:
         calls = [call for _, call in demo_calls(customers, now=_now())]
+        stored = 0
         for start in range(0, len(calls), 1000):
-            await store.append_calls(ws, calls[start : start + 1000])
+            accepted = await store.append_calls(ws, calls[start : start + 1000])
+            stored += sum(not a.duplicate for a in accepted)
         await store.add_token(record)
-        return len(calls)
+        return stored, len(calls)
 
-    count = run_on(db, load)
-    click.echo(f"opencdp: loaded {count} events for {customers} customers into {ws}", err=True)
+    stored, count = run_on(settings.db, load)
     click.echo(
-        f"try: curl -H 'auth-token: <token>' http://127.0.0.1:8000/track/{ws}/v1/events?size=5",
+        f"opencdp: {stored} new events for {customers} customers in {ws} "
+        f"({count - stored} were already there)",
+        err=True,
+    )
+    click.echo(
+        f"try: curl -H \"auth-token: $TOKEN\" '{served_at(settings)}/track/{ws}/v1/events?size=5'",
         err=True,
     )
     click.echo(token)
+
+
+def served_at(settings: Settings) -> str:
+    """The base URL a client on this machine reaches ``opencdp serve`` at."""
+    if settings.public_url is not None:
+        return settings.public_url
+    anywhere = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
+    host = anywhere.get(settings.host, settings.host)
+    host = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    return f"http://{host}:{settings.port}"
 
 
 # -- tokens ----------------------------------------------------------------------------
@@ -265,9 +289,9 @@ def list_tokens(as_json: bool, db: str) -> None:
     """List every token (never its secret)."""
     records = run_on(db, lambda store: store.list_tokens())
     if as_json:
-        click.echo(json.dumps([_token_json(r) for r in records], indent=2))
+        click.echo(json.dumps([token_json(r) for r in records], indent=2))
     else:
-        click.echo(_token_table(records), nl=False)
+        click.echo(token_table(records), nl=False)
 
 
 @tokens.command("revoke", context_settings=CONTEXT)
@@ -288,44 +312,6 @@ def _either(kind: str, ids: list[str], every: bool) -> list[str] | None:
 
 def _split(values: Sequence[str]) -> list[str]:
     return [part.strip() for value in values for part in value.split(",") if part.strip()]
-
-
-def _token_json(record: TokenRecord) -> dict[str, Any]:
-    return {
-        "id": record.token_id,
-        "client": record.client_id,
-        "accounts": None if record.accounts is None else list(record.accounts),
-        "brands": None if record.brands is None else list(record.brands),
-        "scopes": list(record.scopes),
-        "name": record.name,
-        "created": format_millis(record.created_time),
-        "revoked": None if record.revoked_time is None else format_millis(record.revoked_time),
-    }
-
-
-def _token_table(records: Sequence[TokenRecord]) -> str:
-    header = ("ID", "CLIENT", "ACCOUNTS", "BRANDS", "SCOPES", "CREATED", "REVOKED", "NAME")
-    rows = [header] + [_token_row(r) for r in records]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = ("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows)
-    return "".join(line.rstrip() + "\n" for line in lines)
-
-
-def _token_row(record: TokenRecord) -> tuple[str, ...]:
-    def ids(values: tuple[str, ...] | None) -> str:
-        return "*" if values is None else ",".join(values)
-
-    revoked = "-" if record.revoked_time is None else format_millis(record.revoked_time)
-    return (
-        record.token_id,
-        record.client_id,
-        ids(record.accounts),
-        ids(record.brands),
-        ",".join(record.scopes),
-        format_millis(record.created_time),
-        revoked,
-        record.name,
-    )
 
 
 # -- property indexes ------------------------------------------------------------------
