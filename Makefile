@@ -59,6 +59,24 @@ lint: install-dev
 bench: install-dev
 	$(BIN)/python -m bench $(if $(QUICK),--quick) $(BENCH_ARGS)
 
+# /docs serves Swagger UI from the package: the npm package swagger-ui-dist, its files copied
+# unchanged into $(SWAGGER_DIR) with its version, integrity hash and licence.
+SWAGGER_UI ?= 5.35.0
+SWAGGER_DIR := src/opencdp/static/swagger-ui
+SWAGGER_FILES := swagger-ui-bundle.js swagger-ui-bundle.js.LICENSE.txt swagger-ui.css \
+	favicon-32x32.png LICENSE NOTICE
+.PHONY: vendor-swagger-ui
+vendor-swagger-ui:
+	rm -rf $(TOOLS)/swagger-ui && mkdir -p $(TOOLS)/swagger-ui
+	cd $(TOOLS)/swagger-ui && npm pack --silent swagger-ui-dist@$(SWAGGER_UI) >/dev/null \
+		&& tar xzf swagger-ui-dist-$(SWAGGER_UI).tgz
+	cp $(addprefix $(TOOLS)/swagger-ui/package/,$(SWAGGER_FILES)) $(SWAGGER_DIR)/
+	{ echo "swagger-ui-dist $(SWAGGER_UI) (npm), licence Apache-2.0 (LICENSE, NOTICE;\
+	 bundled libraries: swagger-ui-bundle.js.LICENSE.txt)"; \
+	  echo "integrity $$(npm view swagger-ui-dist@$(SWAGGER_UI) dist.integrity)"; \
+	  echo "files copied unchanged from the package;\
+	 refresh with: make vendor-swagger-ui SWAGGER_UI=<version>"; } > $(SWAGGER_DIR)/VERSION
+
 clean:
 	rm -rf build dist $(TOOLS) $(LATEST) src/*.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,8 +1,6 @@
 """The OpenAPI 3.1 document, generated from the route table (``api.common.Endpoint`` rows).
 
-``/openapi.json`` serves the document; ``/docs`` serves Swagger UI. The docs page is a
-small HTML page that loads ``swagger-ui-dist`` from the jsDelivr CDN, so the browser
-showing it needs Internet access; the API itself never does.
+``/openapi.json`` serves the document; ``/docs`` serves Swagger UI (``opencdp.docs``).
 """
 
 from __future__ import annotations
@@ -13,9 +11,9 @@ from typing import Any, Literal
 
 import msgspec
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 
-from opencdp import __version__
+from opencdp import __version__, docs
 from opencdp.api.common import Endpoint, Handler
 from opencdp.models import WORKSPACE_PART
 
@@ -105,15 +103,7 @@ def endpoints(table: Sequence[Endpoint]) -> list[Endpoint]:
             tag="Operations",
             errors=(405,),
         ),
-        Endpoint(
-            path="/docs",
-            methods=("GET",),
-            handler=docs,
-            operation_id="docs",
-            summary="Interactive API documentation (Swagger UI, loaded from a CDN)",
-            tag="Operations",
-            errors=(405,),
-        ),
+        *docs.endpoints(),
     ]
 
 
@@ -126,10 +116,6 @@ def _serve_document(table: Sequence[Endpoint]) -> Handler:
         return Response(rendered[0], media_type="application/json")
 
     return openapi_json
-
-
-async def docs(request: Request) -> Response:
-    return HTMLResponse(_SWAGGER_PAGE)
 
 
 def _schema_types(endpoints: Sequence[Endpoint]) -> list[Any]:
@@ -194,7 +180,8 @@ def _responses(endpoint: Endpoint) -> JSON:
     if endpoint.response is not None:
         ok["content"] = {"application/json": {"schema": _ref(endpoint.response)}}
     elif endpoint.path in _TEXT_ANSWERS:
-        ok["content"] = {_TEXT_ANSWERS[endpoint.path]: {"schema": {"type": "string"}}}
+        text = {"schema": {"type": "string"}}
+        ok["content"] = {kind: text for kind in _TEXT_ANSWERS[endpoint.path]}
     else:
         ok["content"] = {"application/json": {"schema": {"type": "object"}}}
     responses: JSON = {"200": ok}
@@ -214,25 +201,12 @@ def _responses(endpoint: Endpoint) -> JSON:
     return responses
 
 
-_TEXT_ANSWERS = {"/docs": "text/html", "/metrics": "text/plain"}
+_TEXT_ANSWERS = {
+    "/docs": ("text/html",),
+    docs.ASSETS + "/{name}": tuple(docs.MEDIA_TYPES.values()),
+    "/metrics": ("text/plain",),
+}
 _RATE_HEADERS = {
     "X-RateLimit-Limit": {"description": "The bucket's burst", "schema": {"type": "integer"}},
     "X-RateLimit-Remaining": {"description": "Whole requests left", "schema": {"type": "integer"}},
 }
-
-_SWAGGER_PAGE = """<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>opencdp API</title>
-<link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css">
-</head>
-<body>
-<div id="swagger-ui"></div>
-<script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
-<script>
-SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui"});
-</script>
-</body>
-</html>
-"""
