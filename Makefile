@@ -4,6 +4,10 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DB ?= sqlite:///./opencdp.db
+# make run HOST=0.0.0.0 PORT=8080: where the server listens (flags of opencdp serve).
+HOST ?= 127.0.0.1
+PORT ?= 8000
+URL = http://$(if $(filter 0.0.0.0 ::,$(HOST)),127.0.0.1,$(HOST)):$(PORT)
 # uv itself comes from PyPI, pinned, into a small venv of its own; it never downloads a Python.
 UV_VERSION := 0.13.9
 TOOLS := .tools
@@ -13,10 +17,10 @@ export UV_PYTHON_DOWNLOADS := never
 SYNC := $(UV) sync --frozen --python $(PY)
 
 define TOUR
-opencdp is starting on http://127.0.0.1:8000 (Ctrl-C to stop). In another terminal:
+opencdp is starting on $(URL) (Ctrl-C to stop; API docs at $(URL)/docs). In another terminal:
 
   TOKEN=$$($(BIN)/opencdp tokens create --db $(DB) --client acme --all-accounts --all-brands --scope read,write)
-  curl -s http://127.0.0.1:8000/track/acme/web/shop/v1/identify \
+  curl -s $(URL)/track/acme/web/shop/v1/identify \
     -H 'content-type: application/json' -H "auth-token: $$TOKEN" \
     -d '{"userId": "ABC/123", "event": "identify", "traits": {"email": "email@example.com", "firstName": "Fred"}, "timestamp": "2019-11-18T13:30:11.444Z"}'
 
@@ -30,7 +34,7 @@ CRASH_CYCLES ?= 50
 run: $(UV)
 	$(SYNC) --no-dev --inexact
 	@echo "$$TOUR"
-	$(BIN)/opencdp serve --db $(DB)
+	$(BIN)/opencdp serve --db $(DB) --host $(HOST) --port $(PORT)
 
 test: lint
 	$(BIN)/pytest -n 2
@@ -100,4 +104,5 @@ test-latest: $(UV) $(BROWSER_DEPS)
 	$(UV) venv --python $(PY) $(LATEST)
 	$(UV) pip install --python $(LATEST) --upgrade --refresh -e . --group dev
 	$(LATEST)/bin/ruff check .
+	$(LATEST)/bin/mypy --cache-dir $(LATEST)/.mypy_cache
 	$(LATEST)/bin/pytest -n 2
