@@ -115,7 +115,7 @@ def _settings_row(services: Services) -> Endpoint:
         tag="Segment-compatible",
         sdk_errors=True,
         response=ProjectSettings,
-        errors=(401, 403, 405, 429),
+        errors=(400, 401, 403, 405, 429),
     )
 
 
