@@ -283,3 +283,48 @@ async def test_data_after_the_first_gzip_member_is_refused(api: Client) -> None:
         assert response.json()["code"] == "invalid_request_error"
         assert "gzip" in response.json()["message"]
     assert (await api.get("events"))["data"] == []
+
+
+# -- finding: property filters that differed between the stores ------------------------------
+
+PROPERTIES: dict[str, Any] = {
+    "text": "x", "digits": "3", "empty": "", "word_null": "null", "bracketed": "[1]",
+    "int": 3, "float": 3.0, "half": 2.5, "zero": 0, "negative_zero": -0.0,
+    "big_float": 1e16, "big_int": 10_000_000_000_000_000, "tiny": 1e-7, "huge_int": 2**70,
+    "yes": True, "no": False, "nothing": None, "list": [1, "a"], "object": {"a": 1},
+    "nested": {"deep": None, "n": 1},
+}
+#: (key, filter value, matches?): one rule on both stores, pinned case by case.
+FILTERS = [
+    ("text", "x", True), ("digits", "3", True), ("empty", "", True),
+    ("word_null", "null", True), ("bracketed", "[1]", True),
+    ("int", "3", True), ("int", "3.0", False), ("float", "3.0", True), ("float", "3", False),
+    ("half", "2.5", True), ("half", "2.50", False), ("zero", "0", True), ("zero", "0.0", False),
+    ("negative_zero", "0.0", True), ("negative_zero", "-0.0", True),
+    ("big_float", "1e16", True), ("big_float", "10000000000000000", True),
+    ("big_int", "1e16", True), ("big_int", "10000000000000000", True),
+    ("big_float", "1e+16", True), ("tiny", "1e-7", True), ("tiny", "0.0000001", True),
+    ("huge_int", str(2**70), True), ("yes", "true", True), ("yes", "1", False),
+    ("no", "false", True), ("nothing", "null", False), ("nothing", "", False),
+    ("list", '[1,"a"]', False), ("list", '[1, "a"]', False), ("list", "1", False),
+    ("object", '{"a":1}', False), ("object", '{"a": 1}', False),
+    ("nested.deep", "null", False), ("nested.n", "1", True), ("nested", '{"n":1}', False),
+    ("missing", "null", False), ("missing", "", False),
+]
+
+
+@pytest.mark.parametrize("declared", [False, True], ids=["scan", "declared index"])
+async def test_property_filters_give_one_answer_on_both_stores(
+    api: Client, store: Store, declared: bool
+) -> None:
+    if declared:
+        for path in ("big_float", "nothing", "list", "negative_zero", "text"):
+            await store.index_property(path)
+    call = {**track(), "properties": PROPERTIES}
+    assert (await api.native("track", call)).status_code == 200
+    wrong = []
+    for key, value, matches in FILTERS:
+        found = (await api.get("events", **{f"properties.{key}": value}))["data"]
+        if bool(found) != matches:
+            wrong.append((key, value, matches))
+    assert wrong == []

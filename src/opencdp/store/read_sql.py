@@ -17,7 +17,10 @@ import hashlib
 import re
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
+
+import msgspec
 
 from opencdp.models import (
     MAX_TOTAL,
@@ -31,6 +34,7 @@ from opencdp.models import (
 )
 
 Decode = Callable[[Any], Any]
+_encode = msgspec.json.encode
 
 EVENT_COLUMNS = (
     "e.event_id, e.action, e.event_time, e.received_time, e.user_id, e.anonymous_id, e.raw,"
@@ -78,18 +82,50 @@ class Dialect:
         value its JSON text. The filter and the declared index both use this expression
         (a planner uses an expression index only for the identical expression), so the
         path is written in as literals, never bound."""
-        keys = dotted.split(".")
+        path = self._property_path(dotted)
         if self.name == "sqlite":
-            path = self.literal("$.properties" + "".join(f'."{key}"' for key in keys))
             return (
                 f"(CASE json_type({column}, {path}) WHEN 'text' THEN {column} ->> {path}"
                 f" ELSE {column} -> {path} END)"
             )
-        return f"({column} #>> ARRAY[{', '.join(map(self.literal, ['properties', *keys]))}])"
+        return f"({column} #>> {path})"
+
+    def property_type(self, column: str, dotted: str) -> str:
+        """The JSON type of ``<column>.properties.<dotted>``: both stores name ``null``,
+        ``array`` and ``object`` alike; numbers are ``integer``/``real`` or ``number``."""
+        path = self._property_path(dotted)
+        if self.name == "sqlite":
+            return f"json_type({column}, {path})"
+        return f"jsonb_typeof({column} #> {path})"
+
+    def _property_path(self, dotted: str) -> str:
+        keys = dotted.split(".")
+        if self.name == "sqlite":
+            return self.literal("$.properties" + "".join(f'."{key}"' for key in keys))
+        return f"ARRAY[{', '.join(map(self.literal, ['properties', *keys]))}]"
 
     def property_is(self, dotted: str, value: str) -> tuple[str, list[Any]]:
-        """``rawData.properties.<dotted>`` equals ``value`` (string compare of the scalar)."""
-        return f"{self.property_value('e.raw', dotted)} = ?", [value]
+        """``rawData.properties.<dotted>`` matches ``value``, the same on both stores:
+
+        a string by its text, a boolean as ``true``/``false``, a number by its decimal
+        text without exponent (``1e16`` = ``10000000000000000``, ``3`` ≠ ``3.0``); JSON
+        ``null``, arrays and objects match nothing. The stores write a number's text
+        differently (SQLite as sent, PostgreSQL in plain decimals), so a number whose
+        forms differ is compared against each store's own forms of it.
+        """
+        text, kind = self.property_value("e.raw", dotted), self.property_type("e.raw", dotted)
+        if value == "null" or value[:1] in ("[", "{"):
+            return f"{text} = ? AND {kind} NOT IN ('null', 'array', 'object')", [value]
+        forms = number_forms(value, plain=self.name == "postgres")
+        if forms is None or forms == [value]:
+            return f"{text} = ?", [value]
+        numeric = "('integer', 'real')" if self.name == "sqlite" else "('number')"
+        marks = ", ".join("?" * len(forms))
+        sql = (
+            f"{text} IN (?, {marks}) AND CASE WHEN {kind} IN {numeric}"
+            f" THEN {text} IN ({marks}) ELSE {text} = ? END"
+        )
+        return sql, [value, *forms, *forms, value]
 
     def property_index_sql(self, dotted: str) -> str:
         """The statement that builds the index for filters on ``properties.<dotted>``: the
@@ -112,6 +148,36 @@ class Dialect:
 
 SQLITE = Dialect("sqlite", "CROSS JOIN")
 POSTGRES = Dialect("postgres", "JOIN")
+
+
+def number_forms(value: str, *, plain: bool) -> list[str] | None:
+    """The texts a store holds for the numbers a filter ``value`` names; None: no number.
+
+    PostgreSQL keeps a number in plain decimals (``1e16`` → ``10000000000000000``,
+    ``-0.0`` → ``0.0``); SQLite keeps it as it was written, which for an event is how
+    its ``rawData`` was encoded: an integer's digits or a float's shortest form.
+    """
+    try:
+        number = msgspec.json.decode(value)
+    except msgspec.DecodeError:
+        return None
+    if isinstance(number, bool) or not isinstance(number, int | float):
+        return None
+    decimal = _plain(value)
+    if plain:
+        return [decimal]
+    written = [decimal, "-0.0"] if decimal == "0.0" else [decimal]
+    try:
+        written.append(_encode(float(number)).decode())
+    except OverflowError:  # an integer too large for any float
+        pass
+    return sorted({form for form in written if _plain(form) == decimal})
+
+
+def _plain(number: str) -> str:
+    """A JSON number in decimals without exponent, as PostgreSQL prints it (no ``-0``)."""
+    decimal = Decimal(number)
+    return format(decimal.copy_abs() if decimal.is_zero() else decimal, "f")
 
 
 def property_index(dotted: str) -> str:
