@@ -17,10 +17,7 @@ import hashlib
 import re
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
-
-import msgspec
 
 from opencdp.models import (
     MAX_TOTAL,
@@ -32,9 +29,11 @@ from opencdp.models import (
     TokenRecord,
     Workspace,
 )
+from opencdp.store.number_text import number_forms
 
 Decode = Callable[[Any], Any]
-_encode = msgspec.json.encode
+#: How much of a declared property's value a PostgreSQL index keeps (see ``property_key``).
+PG_INDEXED_PREFIX = 256
 
 EVENT_COLUMNS = (
     "e.event_id, e.action, e.event_time, e.received_time, e.user_id, e.anonymous_id, e.raw,"
@@ -104,6 +103,13 @@ class Dialect:
             return self.literal("$.properties" + "".join(f'."{key}"' for key in keys))
         return f"ARRAY[{', '.join(map(self.literal, ['properties', *keys]))}]"
 
+    def property_key(self, column: str, dotted: str) -> str:
+        """What a declared index keeps of the value: all of it on SQLite, its first
+        ``PG_INDEXED_PREFIX`` characters on PostgreSQL, whose index entries hold about
+        2,700 bytes (a longer value failed its whole insert)."""
+        value = self.property_value(column, dotted)
+        return value if self.name == "sqlite" else f"left({value}, {PG_INDEXED_PREFIX})"
+
     def property_is(self, dotted: str, value: str) -> tuple[str, list[Any]]:
         """``rawData.properties.<dotted>`` matches ``value``, the same on both stores:
 
@@ -111,27 +117,37 @@ class Dialect:
         text without exponent (``1e16`` = ``10000000000000000``, ``3`` ≠ ``3.0``); JSON
         ``null``, arrays and objects match nothing. The stores write a number's text
         differently (SQLite as sent, PostgreSQL in plain decimals), so a number whose
-        forms differ is compared against each store's own forms of it.
+        forms differ is compared against each store's own forms of it. On PostgreSQL
+        a term on ``property_key`` comes first, for the declared index.
         """
+        texts, sql, params = self._property_match(dotted, value)
+        if self.name == "sqlite":
+            return sql, params
+        prefixes = sorted({text[:PG_INDEXED_PREFIX] for text in texts})
+        key = f"{self.property_key('e.raw', dotted)} IN ({', '.join('?' * len(prefixes))})"
+        return f"{key} AND {sql}", [*prefixes, *params]
+
+    def _property_match(self, dotted: str, value: str) -> tuple[list[str], str, list[Any]]:
+        """The texts the value may have in the store, and the terms that match it."""
         text, kind = self.property_value("e.raw", dotted), self.property_type("e.raw", dotted)
         if value == "null" or value[:1] in ("[", "{"):
-            return f"{text} = ? AND {kind} NOT IN ('null', 'array', 'object')", [value]
+            return [value], f"{text} = ? AND {kind} NOT IN ('null', 'array', 'object')", [value]
         forms = number_forms(value, plain=self.name == "postgres")
         if forms is None or forms == [value]:
-            return f"{text} = ?", [value]
+            return [value], f"{text} = ?", [value]
         numeric = "('integer', 'real')" if self.name == "sqlite" else "('number')"
         marks = ", ".join("?" * len(forms))
         sql = (
             f"{text} IN (?, {marks}) AND CASE WHEN {kind} IN {numeric}"
             f" THEN {text} IN ({marks}) ELSE {text} = ? END"
         )
-        return sql, [value, *forms, *forms, value]
+        return [value, *forms], sql, [value, *forms, *forms, value]
 
     def property_index_sql(self, dotted: str) -> str:
         """The statement that builds the index for filters on ``properties.<dotted>``: the
         events of a workspace with one value, in the sort order (and their action, so
         ``include``/``exclude`` and the total need no event rows)."""
-        name, value = property_index(dotted), self.property_value("raw", dotted)
+        name, value = property_index(dotted), self.property_key("raw", dotted)
         if self.name == "sqlite":
             return (
                 f"CREATE INDEX IF NOT EXISTS {name} ON events"
@@ -148,36 +164,6 @@ class Dialect:
 
 SQLITE = Dialect("sqlite", "CROSS JOIN")
 POSTGRES = Dialect("postgres", "JOIN")
-
-
-def number_forms(value: str, *, plain: bool) -> list[str] | None:
-    """The texts a store holds for the numbers a filter ``value`` names; None: no number.
-
-    PostgreSQL keeps a number in plain decimals (``1e16`` → ``10000000000000000``,
-    ``-0.0`` → ``0.0``); SQLite keeps it as it was written, which for an event is how
-    its ``rawData`` was encoded: an integer's digits or a float's shortest form.
-    """
-    try:
-        number = msgspec.json.decode(value)
-    except msgspec.DecodeError:
-        return None
-    if isinstance(number, bool) or not isinstance(number, int | float):
-        return None
-    decimal = _plain(value)
-    if plain:
-        return [decimal]
-    written = [decimal, "-0.0"] if decimal == "0.0" else [decimal]
-    try:
-        written.append(_encode(float(number)).decode())
-    except OverflowError:  # an integer too large for any float
-        pass
-    return sorted({form for form in written if _plain(form) == decimal})
-
-
-def _plain(number: str) -> str:
-    """A JSON number in decimals without exponent, as PostgreSQL prints it (no ``-0``)."""
-    decimal = Decimal(number)
-    return format(decimal.copy_abs() if decimal.is_zero() else decimal, "f")
 
 
 def property_index(dotted: str) -> str:
