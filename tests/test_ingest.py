@@ -559,3 +559,26 @@ def test_decode_json_object_rejects(body: bytes, message: str) -> None:
         ingest.decode_json_object(body)
     assert caught.value.message == message
     assert caught.value.code == "invalid_request_error"
+
+
+@pytest.mark.parametrize(
+    ("action", "changes", "message"),
+    [
+        ("identify", {"traits": {"email": "e" * 513}}, "traits.email: must be at most 512"),
+        ("track", {"event": "E" * 513}, "event: must be at most 512"),
+        ("track", {"anonymousId": "a" * 513}, "anonymousId: must be at most 512"),
+        ("alias", {"previousId": "p" * 513}, "previousId: must be at most 512"),
+    ],
+)
+def test_indexed_values_are_at_most_512_characters(
+    action: str, changes: dict[str, Any], message: str
+) -> None:
+    assert rejection(action, body_for(action, **changes)).startswith(message)
+    at_limit = {k: (v if k != "traits" else {"email": "e" * 512}) for k, v in changes.items()}
+    at_limit = {k: v[:512] if isinstance(v, str) else v for k, v in at_limit.items()}
+    assert parse(action, body_for(action, **at_limit)).action == action
+
+
+def test_a_long_email_of_another_type_is_not_indexed_so_not_limited() -> None:
+    call = parse("identify", body_for("identify", traits={"email": ["e" * 600]}))
+    assert call.traits == {"email": ["e" * 600]}

@@ -36,7 +36,6 @@ Time = Annotated[datetime, msgspec.Meta(tz=True)]
 Id = Annotated[str, msgspec.Meta(max_length=MAX_INDEXED_LENGTH)]
 MessageId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_MESSAGE_ID_LENGTH)]
 EventName = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_INDEXED_LENGTH)]
-IndexedJSON = Id | int | float | bool | list[Any] | dict[str, Any] | None
 JSONObject = dict[str, Any]
 S = TypeVar("S", bound=msgspec.Struct)
 
@@ -60,7 +59,6 @@ class _MarketingPreferences(_Shape, kw_only=True):
 
 class _Traits(_Shape, kw_only=True):
     marketing_preferences: _MarketingPreferences | msgspec.UnsetType = msgspec.UNSET
-    email: IndexedJSON = None  # only a string is indexed, so only a string's length counts
 
 
 class _CallShape(_Shape, kw_only=True):
@@ -223,9 +221,18 @@ def _parse(
         received_time=received_time,
         raw=_raw(action, body, client_ip),
         message_id=shape.message_id,
-        traits=body["traits"] if action == "identify" else None,
+        traits=_profile_traits(body) if action == "identify" else None,
         previous_id=_previous_id(shape),
     )
+
+
+def _profile_traits(body: dict[str, Any]) -> dict[str, Any]:
+    """An identify's traits; a string ``email`` is indexed, so its length is limited."""
+    traits: dict[str, Any] = body["traits"]
+    email = traits.get("email")
+    if isinstance(email, str) and len(email) > MAX_INDEXED_LENGTH:
+        raise _invalid("traits.email", f"must be at most {MAX_INDEXED_LENGTH} characters")
+    return traits
 
 
 def _shape_of(action: str) -> type[_CallShape]:
