@@ -11,7 +11,7 @@ import pytest
 
 from opencdp import errors, ingest
 from opencdp.identity import PLACEHOLDER_IDS
-from opencdp.models import BatchItemError, Call, to_millis
+from opencdp.models import MAX_MILLIS, MIN_MILLIS, BatchItemError, Call, format_millis, to_millis
 
 T0 = "2019-11-18T13:30:11.444Z"
 T0_MS = to_millis(datetime(2019, 11, 18, 13, 30, 11, 444000, tzinfo=UTC))
@@ -108,7 +108,7 @@ def test_null_optional_field_counts_as_not_sent(field: str) -> None:
 
 
 def test_user_id_may_hold_any_character() -> None:
-    for user_id in ("ABC/123", "a b", "ü/ö?#%", "x" * ingest.MAX_ID_LENGTH):
+    for user_id in ("ABC/123", "a b", "ü/ö?#%", "x" * ingest.MAX_INDEXED_LENGTH):
         assert parse("track", body_for("track", userId=user_id)).user_id == user_id
 
 
@@ -128,7 +128,7 @@ def test_timestamp_forms(stamp: str, millis: int) -> None:
 
 # --- every validation error names its field -------------------------------------------
 
-LONG_ID = "x" * (ingest.MAX_ID_LENGTH + 1)
+LONG_ID = "x" * (ingest.MAX_INDEXED_LENGTH + 1)
 NOT_TIME = "timestamp: not an ISO-8601 time"
 
 ERRORS: list[tuple[str, dict[str, Any], str]] = [
@@ -327,6 +327,43 @@ def test_corrected_time_up_to_24h_ahead_is_kept() -> None:
 def test_corrected_time_over_24h_ahead_is_clamped_to_received_time() -> None:
     body = body_for("track", timestamp=iso(NOW + 24 * HOUR + 1), sentAt=iso(NOW))
     assert parse("track", body).event_time == NOW
+
+
+@pytest.mark.parametrize(
+    ("stamp", "millis"),
+    [("0001-01-01T00:00:00Z", MIN_MILLIS), ("0001-01-01T13:59:59.999+14:00", None),
+     ("0001-01-01T14:00:00+14:00", MIN_MILLIS), ("0001-01-01T00:00:00+14:00", None),
+     ("9999-12-31T23:59:59.999Z", MAX_MILLIS), ("9999-12-31T23:59:59-14:00", None),
+     ("9999-12-31T10:00:00-14:00", None), ("9999-12-31T09:59:59.999-14:00", MAX_MILLIS)],
+)
+def test_event_times_stay_within_years_1_to_9999_in_utc(stamp: str, millis: int | None) -> None:
+    body = body_for("track", timestamp=stamp)
+    if millis is None:
+        message = rejection("track", body)
+        assert message == (
+            "timestamp: must be from 0001-01-01T00:00:00.000Z to 9999-12-31T23:59:59.999Z"
+            " once in UTC"
+        )
+    else:
+        assert parse("track", body).event_time == millis
+
+
+def test_a_wild_sent_at_never_pushes_the_event_time_out_of_range() -> None:
+    body = body_for("track", sentAt="9999-12-31T23:59:59Z")
+    assert parse("track", body).event_time == MIN_MILLIS
+    body = body_for("track", sentAt="0001-01-01T00:00:00+14:00")
+    assert parse("track", body).event_time == NOW
+
+
+@pytest.mark.parametrize(
+    ("millis", "text"),
+    [(MIN_MILLIS, "0001-01-01T00:00:00.000Z"), (MIN_MILLIS - 1, "0001-01-01T00:00:00.000Z"),
+     (-(2**63), "0001-01-01T00:00:00.000Z"), (-1, "1969-12-31T23:59:59.999Z"),
+     (T0_MS, T0), (MAX_MILLIS, "9999-12-31T23:59:59.999Z"),
+     (2**63 - 1, "9999-12-31T23:59:59.999Z"), (-59_011_459_200_000, "0100-01-01T00:00:00.000Z")],
+)
+def test_every_stored_time_formats_with_a_four_digit_year(millis: int, text: str) -> None:
+    assert format_millis(millis) == text
 
 
 # --- event action names -----------------------------------------------------------------
@@ -564,3 +601,26 @@ def test_no_message_depends_on_msgspec_wording(monkeypatch: pytest.MonkeyPatch) 
     )
     assert rejection("track", body_for("track", timestamp="2019-11-18T13:30:11")) == NOT_TIME
     assert rejection("alias", body_for("alias", previousId=DELETE)) == "previousId: required"
+
+
+@pytest.mark.parametrize(
+    ("action", "changes", "message"),
+    [
+        ("identify", {"traits": {"email": "e" * 513}}, "traits.email: must be at most 512"),
+        ("track", {"event": "E" * 513}, "event: must be at most 512"),
+        ("track", {"anonymousId": "a" * 513}, "anonymousId: must be at most 512"),
+        ("alias", {"previousId": "p" * 513}, "previousId: must be at most 512"),
+    ],
+)
+def test_indexed_values_are_at_most_512_characters(
+    action: str, changes: dict[str, Any], message: str
+) -> None:
+    assert rejection(action, body_for(action, **changes)).startswith(message)
+    at_limit = {k: (v if k != "traits" else {"email": "e" * 512}) for k, v in changes.items()}
+    at_limit = {k: v[:512] if isinstance(v, str) else v for k, v in at_limit.items()}
+    assert parse(action, body_for(action, **at_limit)).action == action
+
+
+def test_a_long_email_of_another_type_is_not_indexed_so_not_limited() -> None:
+    call = parse("identify", body_for("identify", traits={"email": ["e" * 600]}))
+    assert call.traits == {"email": ["e" * 600]}

@@ -3,6 +3,7 @@ the query plans really use them."""
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from dataclasses import replace
 from typing import Any
@@ -22,6 +23,8 @@ pytestmark = pytest.mark.anyio
 VALUES: list[Any] = ["GBP", "EUR", 5, "5", 5.5, True, "true", None, {"id": "c1"}, "it's 100%?"]
 PATHS = ["currency", "cart.id", "it's", "a?b%c"]
 DECLARED = ["currency", "cart.id", "it's", "a?b%c"]
+#: 12,800 characters that no index compression shrinks below an index entry's limit.
+UNCOMPRESSIBLE = "".join(hashlib.sha256(str(n).encode()).hexdigest() for n in range(200))
 
 
 def _properties(n: int) -> dict[str, Any]:
@@ -139,5 +142,60 @@ async def test_postgresql_plans_walk_the_declared_index() -> None:
                     assert read_sql.property_index(path) in str(plan), plan
             page = await store.list_events(WS, query)
             assert page.total == 1
+        finally:
+            await store.stop()
+
+
+async def test_a_long_value_at_a_declared_path_is_stored_and_found(store: Store) -> None:
+    """PostgreSQL indexes a prefix: a value far past an index entry's size still goes in,
+    without failing the calls written with it, and its filter finds exactly it."""
+    await store.index_property("note")
+    long = UNCOMPRESSIBLE
+    twin = long[:-1] + "x"  # the same indexed prefix, another value
+    ids = await send(
+        store,
+        call(user_id="u", properties={"note": long}),
+        call(user_id="u", properties={"note": twin}),
+        call(user_id="v", properties={"note": "short"}),
+    )
+    for value, wanted in ((long, ids[:1]), (twin, ids[1:2]), ("short", ids[2:])):
+        page = await store.list_events(WS, EventQuery(properties=(("note", value),)))
+        assert [e.event_id for e in page.events] == wanted
+
+
+async def test_postgresql_rebuilds_indexes_declared_before_the_prefix() -> None:
+    """An index of the whole value (as declared before) is rebuilt by the migration."""
+    with postgres_schema() as url:
+        store = PostgresStore(url)
+        await store.start()
+        try:
+            name, whole = read_sql.property_index("note"), "(raw #>> ARRAY['properties', 'note'])"
+            async with store.pool.connection() as conn:
+                await conn.execute(f"DROP INDEX IF EXISTS {name}")
+                await conn.execute(
+                    f"CREATE INDEX {name} ON events (workspace_id, {whole}, event_time,"
+                    " received_time, event_id) INCLUDE (action)"
+                )
+                await conn.execute("INSERT INTO property_indexes VALUES ('note', 0)")
+                await conn.execute("DELETE FROM schema_migrations WHERE version >= 4")
+            store.migrate()
+            async with store.pool.connection() as conn:  # a second run leaves it as it is
+                await conn.execute("DELETE FROM schema_migrations WHERE version >= 4")
+            store.migrate()
+            await send(store, call(user_id="u", properties={"note": UNCOMPRESSIBLE}))
+            query = EventQuery(properties=(("note", UNCOMPRESSIBLE),))
+            async with store.pool.connection() as conn:
+                definition = await postgres_reads.rows(
+                    conn, "SELECT indexdef FROM pg_indexes WHERE indexname = %s", (name,)
+                )
+                assert '(workspace_id, "left"((raw #>>' in str(definition), definition
+                ws = await postgres_reads.workspace_id(conn, WS)
+                assert ws is not None
+                walk = read_sql.walks(ws, query, None, {"note"})[0]
+                sql, params = read_sql.count_sql(read_sql.Filters(read_sql.POSTGRES, query), walk)
+                await conn.execute("SET enable_seqscan = off")
+                plan = await postgres_reads.rows(conn, "EXPLAIN " + sql, params)
+                assert name in str(plan), plan
+            assert (await store.list_events(WS, query)).total == 1
         finally:
             await store.stop()

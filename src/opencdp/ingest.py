@@ -22,20 +22,22 @@ import msgspec
 
 from opencdp import errors
 from opencdp.identity import is_placeholder
-from opencdp.models import BatchItemError, Call, to_millis
+from opencdp.models import MAX_MILLIS, MIN_MILLIS, BatchItemError, Call, format_millis, to_millis
 from opencdp.shape_errors import first_problem
 from opencdp.shape_errors import json_kind as _json_kind
 
 CALL_TYPES = ("identify", "track", "page", "screen", "alias", "group")
 MAX_BATCH_ITEMS = 1000
-MAX_ID_LENGTH = 512
+#: The longest value the stores index (userId, anonymousId, previousId, event name,
+#: traits.email): 512 characters, at most 2,048 bytes, fits any PostgreSQL index row.
+MAX_INDEXED_LENGTH = 512
 MAX_MESSAGE_ID_LENGTH = 200
 MAX_FUTURE_MS = 24 * 60 * 60 * 1000  # a skew-corrected time further ahead is clamped
 
 Time = Annotated[datetime, msgspec.Meta(tz=True)]
-Id = Annotated[str, msgspec.Meta(max_length=MAX_ID_LENGTH)]
+Id = Annotated[str, msgspec.Meta(max_length=MAX_INDEXED_LENGTH)]
 MessageId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_MESSAGE_ID_LENGTH)]
-EventName = Annotated[str, msgspec.Meta(min_length=1)]
+EventName = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_INDEXED_LENGTH)]
 JSONObject = dict[str, Any]
 S = TypeVar("S", bound=msgspec.Struct)
 
@@ -150,30 +152,57 @@ def parse_batch(
 
 
 def decode_json_object(body: bytes) -> dict[str, Any]:
-    """Decode a request body that must be a JSON object, else ``InvalidRequest``."""
+    """Decode a request body that must be a JSON object, else ``InvalidRequest``.
+
+    No store keeps U+0000 (NUL) in text. A NUL in an item of a ``batch`` list refuses
+    that item only (``parse_batch`` reports it at its index); anywhere else it refuses
+    the body (``ValidationFailed`` naming the field).
+    """
     value = _decode_json(body)
     if not isinstance(value, dict):
         raise errors.InvalidRequest(f"body: must be a JSON object (got {_json_kind(value)})")
-    if b"\\u0000" in body:  # the only way JSON spells NUL; no store can keep it in text
-        _reject_nul(value, "body")
+    if b"\\u0000" in body:  # the only way JSON spells NUL, so most bodies skip the walk
+        _set_aside_nul(value)
     return value
 
 
-def _reject_nul(value: Any, path: str) -> None:
-    """``InvalidRequest`` naming the first string or key holding U+0000 (NUL)."""
-    if isinstance(value, str):
-        if "\x00" in value:
-            raise errors.InvalidRequest(f"{path}: must not contain the NUL character (\\u0000)")
-    elif isinstance(value, dict):
+class _Unstorable:
+    """A ``batch`` item that holds a NUL, in place of the item: why it is refused."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _set_aside_nul(body: dict[str, Any]) -> None:
+    items: list[Any] = body["batch"] if isinstance(body.get("batch"), list) else []
+    reason = _nul_in({key: value for key, value in body.items() if value is not items}, "")
+    if reason is not None:
+        raise errors.ValidationFailed(reason)
+    for index, item in enumerate(items):
+        reason = _nul_in(item, "") if isinstance(item, dict) else None
+        if reason is not None:
+            items[index] = _Unstorable(reason)
+
+
+def _nul_in(value: Any, path: str) -> str | None:
+    """Why ``value`` cannot be stored: its first string or key holding NUL; None if none."""
+    if isinstance(value, str) and "\x00" in value:
+        return f"{path}: must not contain the NUL character (\\u0000)"
+    if isinstance(value, dict):
         for key, item in value.items():
-            where = f"{key}" if path == "body" else f"{path}.{key}"
+            where = f"{path}.{key}" if path else key
             if "\x00" in key:
-                where = where.replace("\x00", "\\u0000")
-                raise errors.InvalidRequest(f"{where}: a key must not contain NUL (\\u0000)")
-            _reject_nul(item, where)
-    elif isinstance(value, list):
+                shown = where.replace("\x00", "\\u0000")
+                return f"{shown}: a key must not contain NUL (\\u0000)"
+            found = _nul_in(item, where)
+            if found is not None:
+                return found
+    if isinstance(value, list):
         for index, item in enumerate(value):
-            _reject_nul(item, f"{path}[{index}]")
+            found = _nul_in(item, f"{path}[{index}]")
+            if found is not None:
+                return found
+    return None
 
 
 def _parse(
@@ -194,9 +223,18 @@ def _parse(
         received_time=received_time,
         raw=_raw(action, body, client_ip),
         message_id=shape.message_id,
-        traits=body["traits"] if action == "identify" else None,
+        traits=_profile_traits(body) if action == "identify" else None,
         previous_id=_previous_id(shape),
     )
+
+
+def _profile_traits(body: dict[str, Any]) -> dict[str, Any]:
+    """An identify's traits; a string ``email`` is indexed, so its length is limited."""
+    traits: dict[str, Any] = body["traits"]
+    email = traits.get("email")
+    if isinstance(email, str) and len(email) > MAX_INDEXED_LENGTH:
+        raise _invalid("traits.email", f"must be at most {MAX_INDEXED_LENGTH} characters")
+    return traits
 
 
 def _shape_of(action: str) -> type[_CallShape]:
@@ -251,13 +289,25 @@ def _event_action(action: str, event: Any) -> str:
 
 
 def _event_time(shape: _CallShape, received_time: int, batch_sent_at: int | None) -> int:
-    """The call's timestamp, corrected for the client's clock skew when ``sentAt`` is known."""
+    """The call's timestamp, corrected for the client's clock skew when ``sentAt`` is known.
+
+    The timestamp must lie in years 0001..9999 once in UTC. The correction never leaves
+    that range: more than 24 h ahead becomes ``received_time`` (SPEC §4), before year
+    0001 becomes its first moment.
+    """
     timestamp = to_millis(shape.timestamp)
+    if not MIN_MILLIS <= timestamp <= MAX_MILLIS:
+        raise _invalid("timestamp", f"must be from {_FIRST} to {_LAST} once in UTC")
     sent_at = batch_sent_at if shape.sent_at is None else to_millis(shape.sent_at)
     if sent_at is None:
         return timestamp
     corrected = timestamp + (received_time - sent_at)
-    return received_time if corrected > received_time + MAX_FUTURE_MS else corrected
+    if corrected > received_time + MAX_FUTURE_MS:
+        return received_time
+    return max(corrected, MIN_MILLIS)
+
+
+_FIRST, _LAST = format_millis(MIN_MILLIS), format_millis(MAX_MILLIS)
 
 
 def _raw(action: str, body: dict[str, Any], client_ip: str | None) -> dict[str, Any]:
@@ -278,6 +328,8 @@ def _check_batch_size(items: list[Any]) -> None:
 def _parse_item(
     index: int, item: Any, received_time: int, client_ip: str | None, sent_at: int | None
 ) -> Call:
+    if isinstance(item, _Unstorable):
+        raise errors.ValidationFailed(f"batch[{index}].{item.reason}")
     if not isinstance(item, dict):
         raise _invalid(f"batch[{index}]", f"must be an object (got {_json_kind(item)})")
     try:

@@ -179,10 +179,25 @@ def to_millis(moment: datetime) -> int:
     return (moment - _EPOCH) // _MILLISECOND
 
 
+#: The times an event may carry, in UTC: 0001-01-01T00:00:00.000Z to 9999-12-31T23:59:59.999Z.
+MIN_MILLIS = to_millis(datetime.min.replace(tzinfo=UTC))
+MAX_MILLIS = to_millis(datetime.max.replace(tzinfo=UTC))
+
+
 def format_millis(ms: int) -> str:
-    """ISO-8601 UTC with milliseconds and ``Z``, the form of every time in responses."""
-    moment = _EPOCH + ms * _MILLISECOND
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    """ISO-8601 UTC with milliseconds and ``Z``, the form of every time in responses.
+
+    The year always has four digits (``0001-…``). A value outside ``MIN_MILLIS`` ..
+    ``MAX_MILLIS`` (only a database written before that range was enforced holds one)
+    reads as the nearest end of the range, so no stored value can break a read.
+    """
+    ms = min(max(ms, MIN_MILLIS), MAX_MILLIS)
+    # by hand, not strftime: glibc's %Y writes year 1 as "1" (and this is no slower)
+    t = _EPOCH + ms * _MILLISECOND
+    return (
+        f"{t.year:04d}-{t.month:02d}-{t.day:02d}"
+        f"T{t.hour:02d}:{t.minute:02d}:{t.second:02d}.{ms % 1000:03d}Z"
+    )
 
 
 @dataclass(frozen=True, slots=True)

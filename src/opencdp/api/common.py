@@ -68,9 +68,23 @@ class WorkspacePartConvertor(Convertor[str]):
         return value
 
 
+class AnyTextConvertor(Convertor[str]):
+    """The rest of a path, line breaks included (Starlette's ``path`` stops at one): a
+    ``userId`` may hold any character (SPEC §4), so ``{idType}:{id}`` must reach it."""
+
+    regex = "(?s:.*)"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
 def register_convertors() -> None:
-    """Make ``{name:workspace}`` usable in route paths (idempotent)."""
+    """Make ``{name:workspace}`` and ``{name:text}`` usable in route paths (idempotent)."""
     register_url_convertor("workspace", WorkspacePartConvertor())
+    register_url_convertor("text", AnyTextConvertor())
 
 
 class ClientAddress:

@@ -42,7 +42,7 @@ from opencdp.queries import (
     parse_profile_ref,
 )
 
-_PROFILE = f"{WORKSPACE_PREFIX}/profiles/{{profileRef:path}}"
+_PROFILE = f"{WORKSPACE_PREFIX}/profiles/{{profileRef:text}}"
 _BY_ID = (
     "`{idType}:{id}` with idType userId, email, id or anonymousId; email answers {data: [...]}."
 )

@@ -278,7 +278,10 @@ async def read_json(request: Request, limit: int) -> dict[str, Any]:
 
 
 def inflate(data: bytes, limit: int) -> bytes:
-    """gzip-decompress ``data``, stopping at ``limit`` bytes of output (a zip bomb → 413)."""
+    """gzip-decompress ``data``, stopping at ``limit`` bytes of output (a zip bomb → 413).
+
+    One gzip member only: anything after it is refused, never ignored.
+    """
     inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
     try:
         out = inflater.decompress(data, limit + 1)
@@ -288,6 +291,8 @@ def inflate(data: bytes, limit: int) -> bytes:
         raise PayloadTooLarge(limit)
     if not inflater.eof:
         raise InvalidRequest("body: gzip data is truncated")
+    if inflater.unused_data:  # a second member (or trailing bytes) would be lost unread
+        raise InvalidRequest("body: data after the end of the gzip stream; send one gzip member")
     return out
 
 

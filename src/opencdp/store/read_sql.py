@@ -29,8 +29,11 @@ from opencdp.models import (
     TokenRecord,
     Workspace,
 )
+from opencdp.store.number_text import number_forms
 
 Decode = Callable[[Any], Any]
+#: How much of a declared property's value a PostgreSQL index keeps (see ``property_key``).
+PG_INDEXED_PREFIX = 256
 
 EVENT_COLUMNS = (
     "e.event_id, e.action, e.event_time, e.received_time, e.user_id, e.anonymous_id, e.raw,"
@@ -78,24 +81,73 @@ class Dialect:
         value its JSON text. The filter and the declared index both use this expression
         (a planner uses an expression index only for the identical expression), so the
         path is written in as literals, never bound."""
-        keys = dotted.split(".")
+        path = self._property_path(dotted)
         if self.name == "sqlite":
-            path = self.literal("$.properties" + "".join(f'."{key}"' for key in keys))
             return (
                 f"(CASE json_type({column}, {path}) WHEN 'text' THEN {column} ->> {path}"
                 f" ELSE {column} -> {path} END)"
             )
-        return f"({column} #>> ARRAY[{', '.join(map(self.literal, ['properties', *keys]))}])"
+        return f"({column} #>> {path})"
+
+    def property_type(self, column: str, dotted: str) -> str:
+        """The JSON type of ``<column>.properties.<dotted>``: both stores name ``null``,
+        ``array`` and ``object`` alike; numbers are ``integer``/``real`` or ``number``."""
+        path = self._property_path(dotted)
+        if self.name == "sqlite":
+            return f"json_type({column}, {path})"
+        return f"jsonb_typeof({column} #> {path})"
+
+    def _property_path(self, dotted: str) -> str:
+        keys = dotted.split(".")
+        if self.name == "sqlite":
+            return self.literal("$.properties" + "".join(f'."{key}"' for key in keys))
+        return f"ARRAY[{', '.join(map(self.literal, ['properties', *keys]))}]"
+
+    def property_key(self, column: str, dotted: str) -> str:
+        """What a declared index keeps of the value: all of it on SQLite, its first
+        ``PG_INDEXED_PREFIX`` characters on PostgreSQL, whose index entries hold about
+        2,700 bytes (a longer value failed its whole insert)."""
+        value = self.property_value(column, dotted)
+        return value if self.name == "sqlite" else f"left({value}, {PG_INDEXED_PREFIX})"
 
     def property_is(self, dotted: str, value: str) -> tuple[str, list[Any]]:
-        """``rawData.properties.<dotted>`` equals ``value`` (string compare of the scalar)."""
-        return f"{self.property_value('e.raw', dotted)} = ?", [value]
+        """``rawData.properties.<dotted>`` matches ``value``, the same on both stores:
+
+        a string by its text, a boolean as ``true``/``false``, a number by its decimal
+        text without exponent (``1e16`` = ``10000000000000000``, ``3`` ≠ ``3.0``); JSON
+        ``null``, arrays and objects match nothing. The stores write a number's text
+        differently (SQLite as sent, PostgreSQL in plain decimals), so a number whose
+        forms differ is compared against each store's own forms of it. On PostgreSQL
+        a term on ``property_key`` comes first, for the declared index.
+        """
+        texts, sql, params = self._property_match(dotted, value)
+        if self.name == "sqlite":
+            return sql, params
+        prefixes = sorted({text[:PG_INDEXED_PREFIX] for text in texts})
+        key = f"{self.property_key('e.raw', dotted)} IN ({', '.join('?' * len(prefixes))})"
+        return f"{key} AND {sql}", [*prefixes, *params]
+
+    def _property_match(self, dotted: str, value: str) -> tuple[list[str], str, list[Any]]:
+        """The texts the value may have in the store, and the terms that match it."""
+        text, kind = self.property_value("e.raw", dotted), self.property_type("e.raw", dotted)
+        if value == "null" or value[:1] in ("[", "{"):
+            return [value], f"{text} = ? AND {kind} NOT IN ('null', 'array', 'object')", [value]
+        forms = number_forms(value, plain=self.name == "postgres")
+        if forms is None or forms == [value]:
+            return [value], f"{text} = ?", [value]
+        numeric = "('integer', 'real')" if self.name == "sqlite" else "('number')"
+        marks = ", ".join("?" * len(forms))
+        sql = (
+            f"{text} IN (?, {marks}) AND CASE WHEN {kind} IN {numeric}"
+            f" THEN {text} IN ({marks}) ELSE {text} = ? END"
+        )
+        return [value, *forms], sql, [value, *forms, *forms, value]
 
     def property_index_sql(self, dotted: str) -> str:
         """The statement that builds the index for filters on ``properties.<dotted>``: the
         events of a workspace with one value, in the sort order (and their action, so
         ``include``/``exclude`` and the total need no event rows)."""
-        name, value = property_index(dotted), self.property_value("raw", dotted)
+        name, value = property_index(dotted), self.property_key("raw", dotted)
         if self.name == "sqlite":
             return (
                 f"CREATE INDEX IF NOT EXISTS {name} ON events"
