@@ -43,6 +43,7 @@ from opencdp.logs import configure_logging, current_request_id
 from opencdp.metrics import Metrics, MetricsMiddleware
 from opencdp.ratelimit import RateLimiter, limiter_for
 from opencdp.store.base import Store, open_store
+from opencdp.store.guarded_reads import ReadLimits
 
 log = logging.getLogger("opencdp")
 access_log = logging.getLogger("opencdp.access")
@@ -92,6 +93,7 @@ def app_from_environment() -> Starlette:
         batch_max=settings.commit_batch_max,
         queue_max=settings.write_queue_max,
         unsafe_ack_before_commit=settings.unsafe_ack_before_commit,
+        read_limits=ReadLimits(settings.read_timeout_ms, settings.workspace_reads),
     )
     return create_app(settings, store, limiter_for(settings))
 

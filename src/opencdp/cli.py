@@ -68,23 +68,22 @@ def main() -> None:
     "--burst", "Requests a token may make at once (its bucket size).", type=click.IntRange(min=1)
 )
 @setting("--redis-url", "Redis URL, for one rate limit shared by every process and host.")
-def serve(
-    host: str, port: int, db: str, workers: int, rate: float, burst: int, redis_url: str | None
-) -> None:
+@setting(
+    "--read-timeout-ms",
+    "A read's time budget (ms): a longer query ends with 503 naming the cure.",
+    type=click.IntRange(min=1),
+)
+@setting(
+    "--workspace-reads",
+    "Reads one workspace may run at once (more wait, up to the read time budget).",
+    type=click.IntRange(min=1),
+)
+def serve(**chosen: Any) -> None:
     """Migrate the database, then serve the HTTP APIs until SIGTERM or Ctrl-C."""
     import uvicorn
 
     from opencdp.logs import uvicorn_logging
 
-    chosen: dict[str, Any] = {
-        "host": host,
-        "port": port,
-        "db": db,
-        "workers": workers,
-        "rate": rate,
-        "burst": burst,
-        "redis_url": redis_url,
-    }
     settings = _settings(chosen)
     version = _migrate(settings.db)
     click.echo(f"opencdp: {settings.db} at schema version {version}", err=True)

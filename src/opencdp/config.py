@@ -29,6 +29,8 @@ class Settings:
     commit_batch_max: int = 2000
     write_queue_max: int = 20000
     log_level: str = "info"
+    read_timeout_ms: int = 2000
+    workspace_reads: int = 2
     # Test-only: answer before the commit. Exists so the crash harness can prove it
     # detects loss; never set it in production.
     unsafe_ack_before_commit: bool = field(default=False, repr=False)

@@ -54,7 +54,8 @@ def snapshot(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     try:
         yield conn
     finally:
-        conn.execute("COMMIT")
+        if conn.in_transaction:  # an interrupted statement may have ended it
+            conn.execute("COMMIT")
 
 
 def workspace_id(conn: sqlite3.Connection, workspace: Workspace) -> int | None:
