@@ -110,8 +110,11 @@ async def test_one_workspace_holding_its_readers_leaves_others_answered(
         for lane in held:  # the workspace's two readers are taken (as by two slow reads)
             await lane.__aenter__()
         waiting = [asyncio.create_task(store.list_events(WS, EventQuery())) for _ in range(6)]
-        while limits.busy(WS) < 8:
+        for _ in range(10_000):
+            if limits.busy(WS) == 8:
+                break
             await asyncio.sleep(0)
+        assert limits.busy(WS) == 8
         other = await store.find_profiles(OTHER_BRAND, ProfileRef("userId", "other"))
         assert other[0].traits["plan"] == "pro"
         assert not any(task.done() for task in waiting)  # they wait for a lane, not a reader
@@ -155,7 +158,9 @@ async def test_postgres_expensive_reads_hold_at_most_the_cap(
         async with await psycopg.AsyncConnection.connect(db_url) as locker:
             await locker.execute("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
             reads = [asyncio.create_task(store.list_events(WS, EventQuery())) for _ in range(6)]
-            while await _waiting_on_lock(locker) < 2:
+            for _ in range(500):
+                if await _waiting_on_lock(locker) >= 2:
+                    break
                 await asyncio.sleep(0.01)
             other = await store.find_profiles(OTHER_BRAND, ProfileRef("userId", "other"))
             assert other[0].traits["plan"] == "pro"

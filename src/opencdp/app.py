@@ -37,6 +37,7 @@ from opencdp.api.common import (
     error_response,
     register_convertors,
 )
+from opencdp.api.preauth import PreAuth
 from opencdp.config import Settings
 from opencdp.errors import MethodNotAllowed, NotFound, OpenCDPError
 from opencdp.logs import configure_logging, current_request_id
@@ -55,7 +56,10 @@ def create_app(settings: Settings, store: Store, limiter: RateLimiter | None = N
     register_convertors()
     if limiter is None:
         limiter = limiter_for(settings)
-    services = Services(settings, store, limiter, ClientAddress(settings.trusted_proxies))
+    preauth = PreAuth(settings.preauth_inflations, settings.anonymous_rate)
+    services = Services(
+        settings, store, limiter, ClientAddress(settings.trusted_proxies), preauth
+    )
     metrics = Metrics(store, limiter)  # also becomes the store's observer
     table = route_table(services, metrics.endpoints())
     app = OpenCDPApp(

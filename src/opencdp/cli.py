@@ -78,6 +78,16 @@ def main() -> None:
     "Reads one workspace may run at once (more wait, up to the read time budget).",
     type=click.IntRange(min=1),
 )
+@setting(
+    "--preauth-inflations",
+    "gzip bodies without HTTP Basic auth inflated at once (in worker threads).",
+    type=click.IntRange(min=1),
+)
+@setting(
+    "--anonymous-rate",
+    "Failed unauthenticated /v1 calls a second per client address (twice that at once).",
+    type=click.FloatRange(min=0, min_open=True),
+)
 def serve(**chosen: Any) -> None:
     """Migrate the database, then serve the HTTP APIs until SIGTERM or Ctrl-C."""
     import uvicorn

@@ -31,6 +31,8 @@ class Settings:
     log_level: str = "info"
     read_timeout_ms: int = 2000
     workspace_reads: int = 2
+    preauth_inflations: int = 1
+    anonymous_rate: float = 10.0
     # Test-only: answer before the commit. Exists so the crash harness can prove it
     # detects loss; never set it in production.
     unsafe_ack_before_commit: bool = field(default=False, repr=False)
