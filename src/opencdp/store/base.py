@@ -25,6 +25,7 @@ from opencdp.models import (
     Workspace,
 )
 from opencdp.store.guarded_reads import ReadLimits
+from opencdp.store.read_sql import FIRST_WALKS, Window
 
 
 class StoreObserver:
@@ -115,9 +116,15 @@ class Store(ABC):
 
     @abstractmethod
     async def find_profiles(
-        self, workspace: Workspace, ref: ProfileRef, *, with_events: bool = False
+        self,
+        workspace: Workspace,
+        ref: ProfileRef,
+        *,
+        with_events: bool = False,
+        page: Window = FIRST_WALKS,
     ) -> list[StoredProfile]:
-        """The live profiles ``ref`` names (several only for ``email``), oldest first.
+        """The live profiles ``ref`` names (several only for ``email``: the ``page`` of
+        them), oldest first.
 
         A ``userId``/``anonymousId``/``id`` of a merged profile names the profile it was
         merged into. ``with_events`` also fills each profile's first/last events.

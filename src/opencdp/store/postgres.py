@@ -41,6 +41,7 @@ from opencdp.store.batching import by_workspace, commit_counts, settle, split_an
 from opencdp.store.guarded_reads import ReadLimits, ReadTimedOut, postgres_timeout_sql
 from opencdp.store.migrations import load_migrations
 from opencdp.store.postgres_batch import PostgresBatch
+from opencdp.store.read_sql import FIRST_WALKS, Window
 
 log = logging.getLogger("opencdp.store")
 T = TypeVar("T")
@@ -243,10 +244,15 @@ class PostgresStore(Store):
         )
 
     async def find_profiles(
-        self, workspace: Workspace, ref: ProfileRef, *, with_events: bool = False
+        self,
+        workspace: Workspace,
+        ref: ProfileRef,
+        *,
+        with_events: bool = False,
+        page: Window = FIRST_WALKS,
     ) -> list[StoredProfile]:
         def find(conn: reads.Conn, ws: int) -> Awaitable[list[StoredProfile]]:
-            return reads.find_profiles(conn, ws, ref, with_events=with_events)
+            return reads.find_profiles(conn, ws, ref, page, with_events=with_events)
 
         return await self._read(workspace, list, find)
 

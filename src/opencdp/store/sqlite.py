@@ -39,6 +39,7 @@ from opencdp.store import sqlite_reads as reads
 from opencdp.store.base import ObserverOf, Store
 from opencdp.store.guarded_reads import ReadLimits, sqlite_deadline
 from opencdp.store.migrations import load_migrations
+from opencdp.store.read_sql import FIRST_WALKS, Window
 from opencdp.store.sqlite_connection import connect
 from opencdp.store.sqlite_writer import GroupCommitWriter
 from opencdp.store.token_cache import RevocationCount, TokenCache, bump_revocations
@@ -168,10 +169,15 @@ class SQLiteStore(Store):
         )
 
     async def find_profiles(
-        self, workspace: Workspace, ref: ProfileRef, *, with_events: bool = False
+        self,
+        workspace: Workspace,
+        ref: ProfileRef,
+        *,
+        with_events: bool = False,
+        page: Window = FIRST_WALKS,
     ) -> list[StoredProfile]:
         def find(conn: sqlite3.Connection, ws: int) -> list[StoredProfile]:
-            return reads.find_profiles(conn, ws, ref, with_events=with_events)
+            return reads.find_profiles(conn, ws, ref, page, with_events=with_events)
 
         return await self._read(workspace, list, find)
 
