@@ -58,7 +58,8 @@ async def http(anyio_backend: str, db_url: str) -> AsyncIterator[httpx.AsyncClie
 
 async def pages(http: httpx.AsyncClient, url: str) -> list[dict[str, Any]]:
     """Every page of an email look-up, following ``scrollId`` (at most 20 pages)."""
-    answers, params = [], {}
+    answers: list[dict[str, Any]] = []
+    params: dict[str, str] = {}
     for _ in range(20):
         answer = await http.get(url, params=params)
         assert answer.status_code == 200, answer.text
