@@ -88,11 +88,27 @@ def main() -> None:
     "Failed unauthenticated /v1 calls a second per client address (twice that at once).",
     type=click.FloatRange(min=0, min_open=True),
 )
+@setting(
+    "--header-limit",
+    "Bytes of request line and headers a request may send (more: 431).",
+    type=click.IntRange(min=1024),
+)
+@setting(
+    "--header-timeout",
+    "Seconds a client has to finish its headers before it is disconnected.",
+    type=click.FloatRange(min=0, min_open=True),
+)
+@setting(
+    "--max-connections",
+    "Open connections per server process; a new one past it is closed at once.",
+    type=click.IntRange(min=1),
+)
 def serve(**chosen: Any) -> None:
     """Migrate the database, then serve the HTTP APIs until SIGTERM or Ctrl-C."""
     import uvicorn
 
     from opencdp.logs import uvicorn_logging
+    from opencdp.server import PROTOCOL
 
     settings = _settings(chosen)
     version = _migrate(settings.db)
@@ -108,7 +124,7 @@ def serve(**chosen: Any) -> None:
         port=settings.port,
         workers=settings.workers,
         loop="uvloop",
-        http="httptools",
+        http=PROTOCOL,  # httptools, with header and connection limits
         lifespan="on",
         access_log=False,
         # The client's address comes from OPENCDP_TRUSTED_PROXIES alone (ClientAddress),
