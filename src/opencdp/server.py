@@ -50,7 +50,6 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._max_connections = settings.max_connections
         self._in_body = False
         self._received = 0  # bytes fed since the last headers ended
-        self._header_size = 0  # request line and headers of the current request
         self._too_large = False
         self._header_timer: asyncio.TimerHandle | None = None
 
@@ -68,30 +67,20 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if not self._in_body:
             self._received += len(data)
-            if self._header_timer is None:
-                self._arm_header_timer()
         super().data_received(data)
-        if not self._in_body and self._received > self._header_limit:
-            if not self.transport.is_closing():
-                self._too_large = True
-                self.send_400_response("")
+        if self._in_body or not self._received or self.transport.is_closing():
+            return  # (a request that arrives whole in one read never needs the timer)
+        if self._received > self._header_limit:
+            self._too_large = True
+            self.send_400_response("")
+        elif self._header_timer is None:
+            self._arm_header_timer()
 
     # -- parser callbacks --------------------------------------------------------------
 
-    def on_message_begin(self) -> None:
-        self._header_size = 0
-        super().on_message_begin()
-
-    def on_url(self, url: bytes) -> None:
-        self._header_size += len(url)
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_size += len(name) + len(value) + 4  # ": " and CRLF
-        super().on_header(name, value)
-
     def on_headers_complete(self) -> None:
-        if self._header_size > self._header_limit:
+        size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+        if size > self._header_limit:
             self._too_large = True
             raise _HeadersTooLarge()
         self._in_body = True
