@@ -260,4 +260,7 @@ class ProfileList(msgspec.Struct):
 
 
 class AudienceList(msgspec.Struct):
+    """The audience names; for ``email``, a ``scrollId`` while more profiles remain."""
+
     data: list[str]
+    scrollId: str | msgspec.UnsetType = msgspec.UNSET
