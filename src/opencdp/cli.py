@@ -42,6 +42,8 @@ def setting(flag: str, help: str, **attrs: Any) -> Callable[[F], F]:
     )
 
 
+_COUNT = click.IntRange(min=1)
+_POSITIVE = click.FloatRange(min=0, min_open=True)
 db_option = setting("--db", "Database URL: sqlite:///PATH or postgresql://…")
 
 
@@ -68,41 +70,13 @@ def main() -> None:
     "--burst", "Requests a token may make at once (its bucket size).", type=click.IntRange(min=1)
 )
 @setting("--redis-url", "Redis URL, for one rate limit shared by every process and host.")
-@setting(
-    "--read-timeout-ms",
-    "A read's time budget (ms): a longer query ends with 503 naming the cure.",
-    type=click.IntRange(min=1),
-)
-@setting(
-    "--workspace-reads",
-    "Reads one workspace may run at once (more wait, up to the read time budget).",
-    type=click.IntRange(min=1),
-)
-@setting(
-    "--preauth-inflations",
-    "gzip bodies without HTTP Basic auth inflated at once (in worker threads).",
-    type=click.IntRange(min=1),
-)
-@setting(
-    "--anonymous-rate",
-    "Failed unauthenticated /v1 calls a second per client address (twice that at once).",
-    type=click.FloatRange(min=0, min_open=True),
-)
-@setting(
-    "--header-limit",
-    "Bytes of request line and headers a request may send (more: 431).",
-    type=click.IntRange(min=1024),
-)
-@setting(
-    "--header-timeout",
-    "Seconds a client has to finish its headers before it is disconnected.",
-    type=click.FloatRange(min=0, min_open=True),
-)
-@setting(
-    "--max-connections",
-    "Open connections per server process; a new one past it is closed at once.",
-    type=click.IntRange(min=1),
-)
+@setting("--read-timeout-ms", "A read's time budget; past it, 503 naming the cure.", type=_COUNT)
+@setting("--workspace-reads", "Reads one workspace runs at once; more wait.", type=_COUNT)
+@setting("--preauth-inflations", "gzip bodies with no Basic auth inflated at once.", type=_COUNT)
+@setting("--anonymous-rate", "Failed anonymous /v1 calls a second per address.", type=_POSITIVE)
+@setting("--header-limit", "Bytes of request line and headers (more: 431).", type=_COUNT)
+@setting("--header-timeout", "Seconds a client has to finish its headers.", type=_POSITIVE)
+@setting("--max-connections", "Open connections per process; more are closed.", type=_COUNT)
 def serve(**chosen: Any) -> None:
     """Migrate the database, then serve the HTTP APIs until SIGTERM or Ctrl-C."""
     import uvicorn
