@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 
+from opencdp.config import Settings
 from opencdp.errors import Unavailable
 from opencdp.models import Workspace
 
@@ -46,8 +47,8 @@ class WorkspaceReadsBusy(Unavailable):
 class ReadLimits:
     """``timeout_ms``: a read's budget; ``per_workspace``: one workspace's readers at once."""
 
-    timeout_ms: int = 2000
-    per_workspace: int = 2
+    timeout_ms: int = Settings.read_timeout_ms
+    per_workspace: int = Settings.workspace_reads
     _lanes: dict[Workspace, _Lane] = field(default_factory=dict, repr=False)
 
     @property
