@@ -57,6 +57,7 @@ def one_response(sock: socket.socket) -> bytes:
 def status_and_body(raw: bytes) -> tuple[int, dict[str, object]]:
     head, _, body = raw.partition(b"\r\n\r\n")
     assert b"content-type: application/json" in head.lower(), head
+    assert b"\r\nx-request-id: " in head.lower(), head  # as on every response
     return int(head.split(b" ", 2)[1]), json.loads(body)
 
 

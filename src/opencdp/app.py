@@ -190,7 +190,12 @@ def _request_id(headers: list[tuple[bytes, bytes]]) -> bytes:
             if _SANE_REQUEST_ID.fullmatch(value):
                 return value
             break
-    return str(uuid_utils.uuid4()).encode("ascii")  # no system call: see token_cache.py
+    return new_request_id()
+
+
+def new_request_id() -> bytes:
+    """A fresh request id (a UUID; no system call: see token_cache.py)."""
+    return str(uuid_utils.uuid4()).encode("ascii")
 
 
 def error_answer(scope: Scope, exc: Exception) -> Response:

@@ -24,6 +24,7 @@ from typing import Any
 import msgspec
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from opencdp.app import new_request_id
 from opencdp.config import Settings
 
 #: ``uvicorn.run(http=...)`` takes this import string (worker processes import it too).
@@ -101,8 +102,11 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         else:
             status, text = 400, "request: not valid HTTP/1.1"
         body = msgspec.json.encode({"error": {"code": "invalid_request_error", "message": text}})
+        request_id = new_request_id()
         head = [
             STATUS_LINE[status],
+            b"x-amzn-RequestId: " + request_id + b"\r\n",
+            b"X-Request-Id: " + request_id + b"\r\n",
             *(name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers),
             b"content-type: application/json\r\n",
             b"content-length: " + str(len(body)).encode("ascii") + b"\r\n",
