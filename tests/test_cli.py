@@ -284,13 +284,25 @@ def test_serve_migrates_exports_settings_and_runs_uvicorn(
     assert kwargs["factory"] is True
     assert (kwargs["host"], kwargs["port"], kwargs["workers"]) == ("127.0.0.1", 9123, 2)
     assert kwargs["loop"] == "uvloop"
-    assert kwargs["http"] == "httptools"
+    assert kwargs["http"] == "opencdp.server:GuardedHttpProtocol"  # httptools, with limits
     assert kwargs["lifespan"] == "on"
     assert kwargs["access_log"] is False
     assert kwargs["timeout_graceful_shutdown"] == 10
     exported = Settings.from_env(uvicorn_run.env)
     assert (exported.db, exported.port, exported.workers) == (db, 9123, 2)
     assert (exported.rate, exported.burst, exported.redis_url) == (7.5, 50, None)
+
+
+def test_serve_exports_the_abuse_limits(db: str, uvicorn_run: UvicornRun) -> None:
+    limits = ["--read-timeout-ms", "750", "--header-timeout", "2.5", "--max-connections", "9"]
+    assert run("serve", "--db", db, *limits).exit_code == 0
+    exported = Settings.from_env(uvicorn_run.env)
+    assert (exported.read_timeout_ms, exported.header_timeout, exported.max_connections) == (
+        750, 2.5, 9
+    )
+    assert (exported.workspace_reads, exported.header_limit) == (2, 65536)  # defaults
+    for flags in (["--read-timeout-ms", "0"], ["--header-timeout", "0"]):
+        assert run("serve", "--db", db, *flags).exit_code == 2, flags
 
 
 def test_serve_refuses_nonsense_settings(db: str, uvicorn_run: UvicornRun) -> None:

@@ -163,10 +163,20 @@ async def test_basic_auth_is_checked_before_the_body(client: httpx.AsyncClient) 
     assert_sdk_error(response, 401, "authentication_error")
 
 
-async def test_without_basic_auth_the_body_is_read_first(client: httpx.AsyncClient) -> None:
-    response = await client.post(
-        "/v1/track", content=b"{not json", headers={"content-type": "application/json"}
-    )
+async def test_without_basic_auth_the_body_is_read_first(
+    client: httpx.AsyncClient, make_token: MakeToken
+) -> None:
+    """The body is read before the token check; it is parsed only once it names a live
+    key, so a body without one is a 401 whatever else is wrong with it."""
+    headers = {"content-type": "application/json"}
+    too_big = b" " * (7 * 1024 * 1024)
+    response = await client.post("/v1/track", content=too_big, headers=headers)
+    assert_sdk_error(response, 413, "invalid_request_error")
+    response = await client.post("/v1/track", content=b"{not json", headers=headers)
+    assert_sdk_error(response, 401, "authentication_error")
+    key = await make_token()
+    broken = b'{"writeKey": "' + key.encode() + b'", not json'
+    response = await client.post("/v1/track", content=broken, headers=headers)
     assert_sdk_error(response, 400, "invalid_request_error")
 
 

@@ -37,12 +37,14 @@ from opencdp.api.common import (
     error_response,
     register_convertors,
 )
+from opencdp.api.preauth import PreAuth
 from opencdp.config import Settings
 from opencdp.errors import MethodNotAllowed, NotFound, OpenCDPError
 from opencdp.logs import configure_logging, current_request_id
 from opencdp.metrics import Metrics, MetricsMiddleware
 from opencdp.ratelimit import RateLimiter, limiter_for
 from opencdp.store.base import Store, open_store
+from opencdp.store.guarded_reads import ReadLimits
 
 log = logging.getLogger("opencdp")
 access_log = logging.getLogger("opencdp.access")
@@ -54,7 +56,10 @@ def create_app(settings: Settings, store: Store, limiter: RateLimiter | None = N
     register_convertors()
     if limiter is None:
         limiter = limiter_for(settings)
-    services = Services(settings, store, limiter, ClientAddress(settings.trusted_proxies))
+    preauth = PreAuth(settings.preauth_inflations, settings.anonymous_rate)
+    services = Services(
+        settings, store, limiter, ClientAddress(settings.trusted_proxies), preauth
+    )
     metrics = Metrics(store, limiter)  # also becomes the store's observer
     table = route_table(services, metrics.endpoints())
     app = OpenCDPApp(
@@ -92,6 +97,7 @@ def app_from_environment() -> Starlette:
         batch_max=settings.commit_batch_max,
         queue_max=settings.write_queue_max,
         unsafe_ack_before_commit=settings.unsafe_ack_before_commit,
+        read_limits=ReadLimits(settings.read_timeout_ms, settings.workspace_reads),
     )
     return create_app(settings, store, limiter_for(settings))
 
@@ -184,7 +190,12 @@ def _request_id(headers: list[tuple[bytes, bytes]]) -> bytes:
             if _SANE_REQUEST_ID.fullmatch(value):
                 return value
             break
-    return str(uuid_utils.uuid4()).encode("ascii")  # no system call: see token_cache.py
+    return new_request_id()
+
+
+def new_request_id() -> bytes:
+    """A fresh request id (a UUID; no system call: see token_cache.py)."""
+    return str(uuid_utils.uuid4()).encode("ascii")
 
 
 def error_answer(scope: Scope, exc: Exception) -> Response:

@@ -45,6 +45,10 @@ def setting(flag: str, help: str, **attrs: Any) -> Callable[[F], F]:
     )
 
 
+_COUNT = click.IntRange(min=1)
+_POSITIVE = click.FloatRange(min=0, min_open=True)
+
+
 def db_option(command: F) -> F:
     """``--db`` and ``--create-dirs``: every command that opens the database takes both."""
     command = setting(
@@ -97,23 +101,20 @@ def _shown_default(value: Any) -> str:
     "--burst", "Requests a token may make at once (its bucket size).", type=click.IntRange(min=1)
 )
 @setting("--redis-url", "Redis URL, for one rate limit shared by every process and host.")
-def serve(
-    host: str, port: int, db: str, workers: int, rate: float, burst: int, redis_url: str | None
-) -> None:
+@setting("--read-timeout-ms", "A read's time budget; past it, 503 naming the cure.", type=_COUNT)
+@setting("--workspace-reads", "Reads one workspace runs at once; more wait.", type=_COUNT)
+@setting("--preauth-inflations", "gzip bodies with no Basic auth inflated at once.", type=_COUNT)
+@setting("--anonymous-rate", "Failed anonymous /v1 calls a second per address.", type=_POSITIVE)
+@setting("--header-limit", "Bytes of request line and headers (more: 431).", type=_COUNT)
+@setting("--header-timeout", "Seconds a client has to finish its headers.", type=_POSITIVE)
+@setting("--max-connections", "Open connections per process; more are closed.", type=_COUNT)
+def serve(**chosen: Any) -> None:
     """Migrate the database, then serve the HTTP APIs until SIGTERM or Ctrl-C."""
     import uvicorn
 
     from opencdp.logs import uvicorn_logging
+    from opencdp.server import PROTOCOL
 
-    chosen: dict[str, Any] = {
-        "host": host,
-        "port": port,
-        "db": db,
-        "workers": workers,
-        "rate": rate,
-        "burst": burst,
-        "redis_url": redis_url,
-    }
     settings = _settings(chosen)
     check_port_free(settings.host, settings.port)
     version = migrate_db(settings.db)
@@ -129,7 +130,7 @@ def serve(
         port=settings.port,
         workers=settings.workers,
         loop="uvloop",
-        http="httptools",
+        http=PROTOCOL,  # httptools, with header and connection limits
         lifespan="on",
         access_log=False,
         # The client's address comes from OPENCDP_TRUSTED_PROXIES alone (ClientAddress),

@@ -33,6 +33,13 @@ class Settings:
     write_queue_max: int = 20000
     log_level: str = "info"
     create_dirs: bool = False  # the CLI may create a SQLite file's missing directories
+    read_timeout_ms: int = 2000
+    workspace_reads: int = 2
+    preauth_inflations: int = 1
+    anonymous_rate: float = 10.0
+    header_limit: int = 64 * 1024
+    header_timeout: float = 10.0
+    max_connections: int = 1000
     # Test-only: answer before the commit. Exists so the crash harness can prove it
     # detects loss; never set it in production.
     unsafe_ack_before_commit: bool = field(default=False, repr=False)

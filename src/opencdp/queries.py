@@ -89,6 +89,19 @@ def parse_no_params(params: Params) -> None:
         raise _invalid(name, "unknown parameter")
 
 
+def parse_look_up_params(params: Params, ref: ProfileRef) -> ScrollRequest | None:
+    """A profile look-up (traits, meta, audiences): no parameters, but an ``email:`` one
+    may continue with ``scrollId`` (it answers its profiles a page at a time)."""
+    if ref.id_type != "email":
+        parse_no_params(params)
+        return None
+    values = _single_values(params)
+    if "scrollId" in values:
+        return _scroll(values)
+    parse_no_params(params)
+    return None
+
+
 def parse_profile_ref(text: str) -> ProfileRef:
     """``userId:ABC/123`` → ``ProfileRef("userId", "ABC/123")`` (already percent-decoded)."""
     id_type, colon, value = text.partition(":")

@@ -80,8 +80,16 @@ class MemoryRateLimiter:
             self._buckets[key] = (tokens, now)
             return Decision(True, self.burst, math.floor(tokens + _EPSILON), 0)
         self._buckets[key] = (tokens, now)
-        wait = max(1, math.ceil((1.0 - tokens) / self.rate))
-        return Decision(False, self.burst, 0, wait)
+        return Decision(False, self.burst, 0, self.retry_after(key))
+
+    def has_token(self, key: str) -> bool:
+        """True when ``take_now(key)`` would be allowed (nothing is taken)."""
+        return self._tokens(key, self._clock()) >= 1.0 - _EPSILON
+
+    def retry_after(self, key: str) -> int:
+        """Whole seconds (at least 1) until ``key`` has a token again."""
+        tokens = self._tokens(key, self._clock())
+        return max(1, math.ceil((1.0 - tokens) / self.rate))
 
     def _tokens(self, key: str, now: float) -> float:
         bucket = self._buckets.get(key)

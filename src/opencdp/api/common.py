@@ -32,6 +32,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from opencdp.api.preauth import PreAuth
 from opencdp.auth import CheckedTokens, authorize
 from opencdp.config import Settings
 from opencdp.errors import (
@@ -123,6 +124,7 @@ class Services:
     store: Store
     limiter: RateLimiter
     client_address: ClientAddress
+    preauth: PreAuth
     tokens: CheckedTokens = field(default_factory=CheckedTokens)
 
 

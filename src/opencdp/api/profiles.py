@@ -8,7 +8,7 @@ once. ``email`` may name several profiles: those answers are ``{"data": [...]}``
 from __future__ import annotations
 
 import base64
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import msgspec
@@ -37,14 +37,18 @@ from opencdp.models import (
 from opencdp.queries import (
     ScrollRequest,
     parse_event_params,
-    parse_no_params,
+    parse_look_up_params,
     parse_profile_list_params,
     parse_profile_ref,
 )
+from opencdp.store.read_sql import Window
 
+#: Profiles in one answer of an ``email:`` look-up; ``scrollId`` continues.
+EMAIL_PAGE = 100
 _PROFILE = f"{WORKSPACE_PREFIX}/profiles/{{profileRef:text}}"
 _BY_ID = (
-    "`{idType}:{id}` with idType userId, email, id or anonymousId; email answers {data: [...]}."
+    "`{idType}:{id}` with idType userId, email, id or anonymousId; email answers {data: [...]},"
+    " 100 profiles at a time (oldest first), with a `scrollId` to send for the next 100."
 )
 
 
@@ -107,18 +111,16 @@ def endpoints(services: Services) -> list[Endpoint]:
 
 def _traits(services: Services) -> Handler:
     async def traits(request: Request) -> Response:
-        workspace, ref = await _guard_ref(request, services)
-        profiles = await _find(services, workspace, ref)
-        return _one_or_data(ref, [traits_record(p) for p in profiles])
+        found = await _look_up(request, services)
+        return found.answer([traits_record(p) for p in found.profiles])
 
     return traits
 
 
 def _meta(services: Services) -> Handler:
     async def meta(request: Request) -> Response:
-        workspace, ref = await _guard_ref(request, services)
-        profiles = await _find(services, workspace, ref, with_events=True)
-        return _one_or_data(ref, [meta_record(p, workspace) for p in profiles])
+        found = await _look_up(request, services, with_events=True)
+        return found.answer([meta_record(p, found.workspace) for p in found.profiles])
 
     return meta
 
@@ -138,11 +140,11 @@ def _events(services: Services) -> Handler:
 
 def _audiences(services: Services) -> Handler:
     async def audiences(request: Request) -> Response:
-        workspace, ref = await _guard_ref(request, services)
+        found = await _look_up(request, services)
         names: dict[str, None] = {}
-        for profile in await _find(services, workspace, ref):
+        for profile in found.profiles:
             names.update(dict.fromkeys(profile.audiences))
-        return JSONResponse({"data": list(names)})
+        return found.answer(list(names), always_data=True)
 
     return audiences
 
@@ -171,26 +173,45 @@ def _list_profiles(services: Services) -> Handler:
 # -- helpers ----------------------------------------------------------------------------
 
 
-async def _guard_ref(request: Request, services: Services) -> tuple[Workspace, ProfileRef]:
+@dataclass
+class _Found:
+    """A look-up's profiles; for ``email``, one page of them and the cursor to the next."""
+
+    workspace: Workspace
+    ref: ProfileRef
+    profiles: list[StoredProfile]
+    next_page: str | None
+
+    def answer(self, records: list[Any], *, always_data: bool = False) -> Response:
+        if self.ref.id_type != "email":
+            return JSONResponse({"data": records} if always_data else records[0])
+        body: dict[str, Any] = {"data": records}
+        if self.next_page is not None:
+            body["scrollId"] = self.next_page
+        return JSONResponse(body)
+
+
+async def _look_up(request: Request, services: Services, *, with_events: bool = False) -> _Found:
+    """The profiles a look-up names (404 when none): ``EMAIL_PAGE`` at a time for ``email``."""
     workspace = await read_guard(request, services)
     ref = parse_profile_ref(request.path_params["profileRef"])
-    parse_no_params(query_items(request))
-    return workspace, ref
-
-
-async def _find(
-    services: Services, workspace: Workspace, ref: ProfileRef, *, with_events: bool = False
-) -> list[StoredProfile]:
-    profiles = await services.store.find_profiles(workspace, ref, with_events=with_events)
-    if not profiles:
+    scroll = parse_look_up_params(query_items(request), ref)
+    store = services.store
+    if ref.id_type != "email":
+        profiles = await store.find_profiles(workspace, ref, with_events=with_events)
+        if not profiles:
+            raise ProfileNotFound()
+        return _Found(workspace, ref, profiles, None)
+    key = await store.cursor_secret()
+    context = f"email-profiles\x00{workspace}\x00{ref}"
+    offset = 0 if scroll is None else cursor.decode(scroll.scroll_id, int, key, context)
+    page = Window(offset, EMAIL_PAGE + 1)
+    profiles = await store.find_profiles(workspace, ref, with_events=with_events, page=page)
+    if not profiles and scroll is None:
         raise ProfileNotFound()
-    return profiles
-
-
-def _one_or_data(ref: ProfileRef, records: list[dict[str, Any]]) -> Response:
-    if ref.id_type == "email":
-        return JSONResponse({"data": records})
-    return JSONResponse(records[0])
+    more = len(profiles) > EMAIL_PAGE
+    next_page = cursor.encode(offset + EMAIL_PAGE, key, context) if more else None
+    return _Found(workspace, ref, profiles[:EMAIL_PAGE], next_page)
 
 
 def _time(ms: int | None) -> str | None:
@@ -239,4 +260,7 @@ class ProfileList(msgspec.Struct):
 
 
 class AudienceList(msgspec.Struct):
+    """The audience names; for ``email``, a ``scrollId`` while more profiles remain."""
+
     data: list[str]
+    scrollId: str | msgspec.UnsetType = msgspec.UNSET

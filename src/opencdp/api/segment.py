@@ -8,7 +8,8 @@ carry a top-level ``code`` and ``message`` besides the ``error`` object, as the
 SDKs read them.
 
 The order of SPEC §3 holds with one exception: when the token comes only in the
-body, the body is read (and inflated, within the limit) before the token check.
+body, the body is read (and inflated, within the limit) before the token check; what
+that may cost an anonymous client is bounded in ``opencdp.api.preauth``.
 Short paths (``/v1/t`` …, ``/v1/b``) are analytics.js's: they accept any
 content-type (it sends ``text/plain``). Every route here answers CORS.
 """
@@ -41,12 +42,14 @@ from opencdp.api.common import (
     store_batch,
     take_rate,
 )
+from opencdp.api.preauth import candidate_keys
 from opencdp.api.tracking import BatchAccepted, CallAccepted
 from opencdp.auth import authorize, secret_matches, split_token
 from opencdp.config import is_host
 from opencdp.errors import (
     AuthenticationFailed,
     InvalidRequest,
+    OpenCDPError,
     PayloadTooLarge,
     UnsupportedMediaType,
 )
@@ -216,11 +219,47 @@ async def _admit(
     if key is not None:
         workspace = await _authenticate(request, services, key)
         return await read_json(request, limit), workspace
-    body = await read_json(request, limit)  # SPEC §8: the token is in the body
-    key = body.get("writeKey")
-    if not isinstance(key, str):
+    address = services.client_address.of(request.scope)
+    services.preauth.admit(address)
+    try:
+        body = await _body_with_live_key(request, services, limit)
+    except OpenCDPError:
+        services.preauth.failed(address)
+        raise
+    return body, await _authenticate(request, services, body["writeKey"])
+
+
+async def _body_with_live_key(request: Request, services: Services, limit: int) -> dict[str, Any]:
+    """SPEC §8: the token is in the body. It is looked for before the body is parsed
+    (``preauth``), so a body without a live key costs no JSON parsing."""
+    data = await read_body(request.receive, limit)
+    if _encoding(request) == "gzip":
+        data, keys = await services.preauth.offload(lambda: _inflated_keys(data, limit))
+    else:
+        keys = candidate_keys(data)
+    if not await _any_live(services, keys):
+        raise AuthenticationFailed(
+            "writeKey: missing, unknown or revoked (send it as HTTP Basic user)", status=401
+        )
+    body = decode_json_object(data)
+    if not isinstance(body.get("writeKey"), str):
         raise AuthenticationFailed("writeKey: missing (send it as HTTP Basic user)", status=401)
-    return body, await _authenticate(request, services, key)
+    return body
+
+
+def _inflated_keys(data: bytes, limit: int) -> tuple[bytes, list[str]]:
+    inflated = inflate(data, limit)
+    return inflated, candidate_keys(inflated)
+
+
+async def _any_live(services: Services, keys: list[str]) -> bool:
+    for key in keys:
+        try:
+            await _token_record(services, key)
+        except AuthenticationFailed:
+            continue
+        return True
+    return False
 
 
 async def _authenticate(request: Request, services: Services, key: str) -> Workspace:
@@ -269,12 +308,17 @@ def basic_user(authorization: str | None) -> str | None:
 async def read_json(request: Request, limit: int) -> dict[str, Any]:
     """The JSON object body, inflated when ``Content-Encoding: gzip``; both sizes limited."""
     body = await read_body(request.receive, limit)
-    encoding = request.headers.get("content-encoding", "identity").strip().lower()
-    if encoding == "gzip":
+    if _encoding(request) == "gzip":
         body = inflate(body, limit)
-    elif encoding != "identity":
-        raise _UnsupportedEncoding(encoding)
     return decode_json_object(body)
+
+
+def _encoding(request: Request) -> str:
+    """``gzip`` or ``identity``; any other ``Content-Encoding`` → 415."""
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("gzip", "identity"):
+        raise _UnsupportedEncoding(encoding)
+    return encoding
 
 
 def inflate(data: bytes, limit: int) -> bytes:

@@ -24,6 +24,8 @@ from opencdp.models import (
     TokenRecord,
     Workspace,
 )
+from opencdp.store.guarded_reads import ReadLimits
+from opencdp.store.read_sql import FIRST_WALKS, Window
 
 
 class StoreObserver:
@@ -114,9 +116,15 @@ class Store(ABC):
 
     @abstractmethod
     async def find_profiles(
-        self, workspace: Workspace, ref: ProfileRef, *, with_events: bool = False
+        self,
+        workspace: Workspace,
+        ref: ProfileRef,
+        *,
+        with_events: bool = False,
+        page: Window = FIRST_WALKS,
     ) -> list[StoredProfile]:
-        """The live profiles ``ref`` names (several only for ``email``), oldest first.
+        """The live profiles ``ref`` names (several only for ``email``: the ``page`` of
+        them), oldest first.
 
         A ``userId``/``anonymousId``/``id`` of a merged profile names the profile it was
         merged into. ``with_events`` also fills each profile's first/last events.
@@ -168,12 +176,14 @@ def open_store(
     batch_max: int = 2000,
     queue_max: int = 20000,
     unsafe_ack_before_commit: bool = False,
+    read_limits: ReadLimits | None = None,
 ) -> Store:
     """The store for a database URL: ``sqlite:///path`` or ``postgresql://…``.
 
     ``batch_max`` bounds the calls in one group commit; ``queue_max`` the calls waiting
     for one (past it, writes are refused with 503 instead of queueing without limit).
     ``unsafe_ack_before_commit`` is for the crash harness's negative control only.
+    ``read_limits``: each read's time budget and one workspace's readers at once.
     """
     if url.startswith("sqlite:"):
         from opencdp.store.sqlite import SQLiteStore
@@ -183,6 +193,7 @@ def open_store(
             batch_max=batch_max,
             queue_max=queue_max,
             ack_before_commit=unsafe_ack_before_commit,
+            read_limits=read_limits,
         )
     if url.startswith(("postgresql:", "postgres:")):
         from opencdp.store.postgres import PostgresStore
@@ -192,6 +203,7 @@ def open_store(
             batch_max=batch_max,
             queue_max=queue_max,
             ack_before_commit=unsafe_ack_before_commit,
+            read_limits=read_limits,
         )
     raise ValueError(f"unsupported database URL {url!r}: use sqlite:///PATH or postgresql://…")
 

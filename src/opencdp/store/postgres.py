@@ -38,8 +38,10 @@ from opencdp.store import postgres_bulk, read_sql
 from opencdp.store import postgres_reads as reads
 from opencdp.store.base import Store
 from opencdp.store.batching import by_workspace, commit_counts, settle, split_answers
+from opencdp.store.guarded_reads import ReadLimits, ReadTimedOut, postgres_timeout_sql
 from opencdp.store.migrations import load_migrations
 from opencdp.store.postgres_batch import PostgresBatch
+from opencdp.store.read_sql import FIRST_WALKS, Window
 
 log = logging.getLogger("opencdp.store")
 T = TypeVar("T")
@@ -63,8 +65,10 @@ class PostgresStore(Store):
         queue_max: int = 20000,
         pool_size: int = 8,
         ack_before_commit: bool = False,
+        read_limits: ReadLimits | None = None,
     ) -> None:
         self.url = url
+        self.read_limits = read_limits or ReadLimits()
         self._ack_before_commit = ack_before_commit
         self._batch_max = batch_max
         self._queue_max = queue_max
@@ -240,10 +244,15 @@ class PostgresStore(Store):
         )
 
     async def find_profiles(
-        self, workspace: Workspace, ref: ProfileRef, *, with_events: bool = False
+        self,
+        workspace: Workspace,
+        ref: ProfileRef,
+        *,
+        with_events: bool = False,
+        page: Window = FIRST_WALKS,
     ) -> list[StoredProfile]:
         def find(conn: reads.Conn, ws: int) -> Awaitable[list[StoredProfile]]:
-            return reads.find_profiles(conn, ws, ref, with_events=with_events)
+            return reads.find_profiles(conn, ws, ref, page, with_events=with_events)
 
         return await self._read(workspace, list, find)
 
@@ -269,16 +278,23 @@ class PostgresStore(Store):
         query: Callable[[reads.Conn, int], Awaitable[T]],
     ) -> T:
         """Run ``query`` in one snapshot; ``nothing()`` for a workspace with no data."""
-        async with self.pool.connection() as conn:
+        limits = self.read_limits
+        async with limits.lane(workspace), self.pool.connection() as conn:
             ws = self._workspaces.get(workspace)
             if ws is None:
                 ws = await reads.workspace_id(conn, workspace)
                 if ws is None:
                     return nothing()
                 self._workspaces[workspace] = ws
-            async with conn.transaction():
-                await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                return await query(conn, ws)
+            try:
+                async with conn.transaction():
+                    await conn.execute(
+                        "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY;"
+                        + postgres_timeout_sql(limits)
+                    )
+                    return await query(conn, ws)
+            except psycopg.errors.QueryCanceled:
+                raise ReadTimedOut(limits.timeout_ms) from None
 
     # -- property indexes: built concurrently, on a connection of their own ------------
 

@@ -61,14 +61,17 @@ async def setting(conn: Conn, name: str) -> bytes | None:
 # -- profiles --------------------------------------------------------------------------
 
 
-async def resolve(conn: Conn, ws: int, ref: ProfileRef) -> list[int]:
-    """The live profiles (row ids) a reference names; merged profiles lead to their target."""
+async def resolve(
+    conn: Conn, ws: int, ref: ProfileRef, page: sql.Window = sql.FIRST_WALKS
+) -> list[int]:
+    """The live profiles (row ids) a reference names; merged profiles lead to their target.
+
+    For ``email``, the ``page`` of them, oldest first."""
     if ref.id_type == "email":
         found = await rows(
             conn,
-            "SELECT pk FROM profiles WHERE workspace_id = %s AND email = %s"
-            " AND merged_into IS NULL ORDER BY pk",
-            (ws, ref.value),
+            sql.POSTGRES.sql(sql.EMAIL_PROFILES + " ORDER BY pk LIMIT ? OFFSET ?"),
+            (ws, ref.value, page.limit, page.offset),
         )
         return [int(row[0]) for row in found]
     if ref.id_type == "id":
@@ -96,9 +99,9 @@ async def _follow_merges(conn: Conn, pk: int) -> int:
 
 
 async def find_profiles(
-    conn: Conn, ws: int, ref: ProfileRef, *, with_events: bool
+    conn: Conn, ws: int, ref: ProfileRef, page: sql.Window = sql.FIRST_WALKS, *, with_events: bool
 ) -> list[StoredProfile]:
-    pks = await resolve(conn, ws, ref)
+    pks = await resolve(conn, ws, ref, page)
     if not pks:
         return []
     found = await rows(

@@ -172,6 +172,26 @@ def property_index(dotted: str) -> str:
     return f"events_by_property_{slug}_{hashlib.sha256(dotted.encode()).hexdigest()[:8]}"
 
 
+#: Past this many profiles (one email) a customer's events are not merged per profile
+#: (SQLite allows 500 arms in one compound SELECT) but read by time, filtered.
+MAX_PROFILE_WALKS = 100
+@dataclass(frozen=True, slots=True)
+class Window:
+    """Which of the profiles one email names: ``limit`` of them after ``offset`` (oldest
+    first). Other references name one profile at most and ignore it."""
+
+    offset: int = 0
+    limit: int = MAX_PROFILE_WALKS + 1
+
+
+#: Enough of an email's profiles to see whether their events are merged per profile.
+FIRST_WALKS = Window()
+#: The live profiles of one email in a workspace (parameters: workspace id, email).
+EMAIL_PROFILES = (
+    "SELECT pk FROM profiles WHERE workspace_id = ? AND email = ? AND merged_into IS NULL"
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Walk:
     """One index range: the index, and the equality terms that pick the range."""
@@ -188,6 +208,8 @@ def walks(
     (``include``), else one property value's (a filter on an ``indexed`` path), else the
     whole workspace by time. A property's range is picked by its filter term itself."""
     if profile_pks is not None:
+        if len(profile_pks) > MAX_PROFILE_WALKS and query.profile is not None:
+            return [_email_walk(ws, query.profile.value)]
         where = "e.workspace_id = ? AND e.profile_pk = ?"
         return [Walk("events_by_profile", where, [ws, pk]) for pk in profile_pks]
     if query.include:
@@ -198,6 +220,13 @@ def walks(
         if path in indexed:
             return [Walk(property_index(path), "e.workspace_id = ?", [ws])]
     return [Walk("events_by_time", "e.workspace_id = ?", [ws])]
+
+
+def _email_walk(ws: int, email: str) -> Walk:
+    """The events of more profiles than ``MAX_PROFILE_WALKS`` (one email): the workspace
+    walked by time, keeping those profiles' events (bounded by the read time budget)."""
+    where = f"e.workspace_id = ? AND e.profile_pk IN ({EMAIL_PROFILES})"
+    return Walk("events_by_time", where, [ws, ws, email])
 
 
 class Filters:

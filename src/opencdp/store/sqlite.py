@@ -37,7 +37,9 @@ from opencdp.models import (
 from opencdp.store import read_sql, sqlite_bulk
 from opencdp.store import sqlite_reads as reads
 from opencdp.store.base import ObserverOf, Store
+from opencdp.store.guarded_reads import ReadLimits, sqlite_deadline
 from opencdp.store.migrations import load_migrations
+from opencdp.store.read_sql import FIRST_WALKS, Window
 from opencdp.store.sqlite_connection import connect
 from opencdp.store.sqlite_writer import GroupCommitWriter
 from opencdp.store.token_cache import RevocationCount, TokenCache, bump_revocations
@@ -52,8 +54,10 @@ class SQLiteStore(Store):
         batch_max: int = 2000,
         queue_max: int = 20000,
         ack_before_commit: bool = False,
+        read_limits: ReadLimits | None = None,
     ) -> None:
         self.path = path
+        self.read_limits = read_limits or ReadLimits()
         self._ack_before_commit = ack_before_commit
         self._batch_max = batch_max
         self._queue_max = queue_max
@@ -165,10 +169,15 @@ class SQLiteStore(Store):
         )
 
     async def find_profiles(
-        self, workspace: Workspace, ref: ProfileRef, *, with_events: bool = False
+        self,
+        workspace: Workspace,
+        ref: ProfileRef,
+        *,
+        with_events: bool = False,
+        page: Window = FIRST_WALKS,
     ) -> list[StoredProfile]:
         def find(conn: sqlite3.Connection, ws: int) -> list[StoredProfile]:
-            return reads.find_profiles(conn, ws, ref, with_events=with_events)
+            return reads.find_profiles(conn, ws, ref, page, with_events=with_events)
 
         return await self._read(workspace, list, find)
 
@@ -199,10 +208,11 @@ class SQLiteStore(Store):
             ws = self._workspace_id(conn, workspace)
             if ws is None:
                 return nothing()
-            with reads.snapshot(conn):
+            with reads.snapshot(conn), sqlite_deadline(conn, self.read_limits):
                 return query(conn, ws)
 
-        return await asyncio.to_thread(run)
+        async with self.read_limits.lane(workspace):
+            return await asyncio.to_thread(run)
 
     def _workspace_id(self, conn: sqlite3.Connection, workspace: Workspace) -> int | None:
         ws = self._workspace_ids.get(workspace)

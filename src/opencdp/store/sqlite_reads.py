@@ -54,7 +54,8 @@ def snapshot(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     try:
         yield conn
     finally:
-        conn.execute("COMMIT")
+        if conn.in_transaction:  # an interrupted statement may have ended it
+            conn.execute("COMMIT")
 
 
 def workspace_id(conn: sqlite3.Connection, workspace: Workspace) -> int | None:
@@ -73,13 +74,16 @@ def setting(conn: sqlite3.Connection, name: str) -> bytes | None:
 # -- profiles --------------------------------------------------------------------------
 
 
-def resolve(conn: sqlite3.Connection, ws: int, ref: ProfileRef) -> list[int]:
-    """The live profiles (row ids) a reference names; merged profiles lead to their target."""
+def resolve(
+    conn: sqlite3.Connection, ws: int, ref: ProfileRef, page: sql.Window = sql.FIRST_WALKS
+) -> list[int]:
+    """The live profiles (row ids) a reference names; merged profiles lead to their target.
+
+    For ``email``, the ``page`` of them, oldest first."""
     if ref.id_type == "email":
         rows = conn.execute(
-            "SELECT pk FROM profiles WHERE workspace_id = ? AND email = ?"
-            " AND merged_into IS NULL ORDER BY pk",
-            (ws, ref.value),
+            sql.EMAIL_PROFILES + " ORDER BY pk LIMIT ? OFFSET ?",
+            (ws, ref.value, page.limit, page.offset),
         )
         return [int(row[0]) for row in rows]
     if ref.id_type == "id":
@@ -105,9 +109,14 @@ def _follow_merges(conn: sqlite3.Connection, pk: int) -> int:
 
 
 def find_profiles(
-    conn: sqlite3.Connection, ws: int, ref: ProfileRef, *, with_events: bool
+    conn: sqlite3.Connection,
+    ws: int,
+    ref: ProfileRef,
+    page: sql.Window = sql.FIRST_WALKS,
+    *,
+    with_events: bool,
 ) -> list[StoredProfile]:
-    pks = resolve(conn, ws, ref)
+    pks = resolve(conn, ws, ref, page)
     if not pks:
         return []
     marks = ", ".join("?" * len(pks))
