@@ -12,12 +12,12 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import msgspec
 import pytest
 
+from tests.paging import scroll_events
 from tests.server_process import ServerProcess, client_token
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
@@ -101,15 +101,10 @@ async def send_batches(
 def stored_event_ids(url: str, token: str) -> dict[str, list[str]]:
     """messageId → the eventIds stored for it, scrolling the whole workspace."""
     found: dict[str, list[str]] = {}
-    params: dict[str, Any] = {"sort": "asc"}
     with httpx.Client(base_url=url, headers={"auth-token": token}, timeout=60) as client:
-        while True:
-            body = client.get(f"{PATH}/events", params=params).json()
-            if not body["data"]:
-                return found
-            for event in body["data"]:
-                found.setdefault(event["rawData"]["messageId"], []).append(event["eventId"])
-            params = {"scrollId": body["scrollId"]}
+        for event in scroll_events(client, PATH):
+            found.setdefault(event["rawData"]["messageId"], []).append(event["eventId"])
+    return found
 
 
 def assert_every_200_stored_once(url: str, token: str, acked: dict[str, str]) -> None:

@@ -19,6 +19,7 @@ from opencdp.models import (
 )
 from opencdp.store.base import Store
 from tests.backends import make_store
+from tests.paging import pages
 from tests.read_fixtures import (
     OTHER_ACCOUNT,
     OTHER_BRAND,
@@ -169,7 +170,7 @@ async def test_scroll_while_writing_is_exactly_once(
     try:
         query = EventQuery(size=17, sort=sort, include=include)  # type: ignore[arg-type]
         seen: list[str] = []
-        while True:
+        for _ in pages(300 + 200, 17):  # what was there, and all the writer may add
             page = await store.list_events(WS, query)
             if not page.events:
                 break
@@ -326,7 +327,7 @@ async def test_created_scroll_picks_up_later_profiles(store: Store) -> None:
     await send(store, *[call(user_id=f"p{i}", at=T0 + 100 - i) for i in range(5)])
     query = ProfileQuery(sort="created", size=2)
     seen: list[str] = []
-    while True:
+    for _ in pages(5 + 2, 2):  # and the two written while scrolling
         page = await store.list_profiles(WS, query)
         query = replace(query, after=page.last)
         if not page.profiles:
