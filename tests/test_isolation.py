@@ -253,6 +253,11 @@ async def test_store_events_of_one_workspace(
         queries[EventQuery(properties=(("tenant", other.tag),))] = []
     for query, wanted in queries.items():
         assert assert_own((await store.list_events(workspace, query)).events, me) == wanted
+    assert await store.index_property("tenant")  # the declared property's own walk
+    for tenant in tenants.values():
+        query = EventQuery(properties=(("tenant", tenant.tag),))
+        wanted = [page, track] if tenant is me else []
+        assert assert_own((await store.list_events(workspace, query)).events, me) == wanted
     assert await read_all(store, EventQuery(size=2, sort="asc"), workspace) == me.events
     for other in others(tenants, me):
         for event_id in other.events:
