@@ -8,6 +8,7 @@ must answer that workspace's data and nothing of the others'.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -24,6 +25,7 @@ from opencdp.models import (
     Workspace,
 )
 from opencdp.store.base import Store
+from tests.backends import make_store
 from tests.conftest import MakeToken
 from tests.paging import pages
 from tests.read_fixtures import OTHER_ACCOUNT, OTHER_BRAND, T0, WS, call, read_all, send
@@ -226,6 +228,23 @@ async def test_profiles_api_by_every_id_type_answers_only_the_workspaces_profile
 # -- at the store -------------------------------------------------------------------------
 
 
+@pytest.fixture(params=["writer", "fresh"])
+async def reading(
+    request: pytest.FixtureRequest, store: Store, db_url: str, tenants: dict[Workspace, Tenant]
+) -> AsyncIterator[Store]:
+    """The store that wrote, or another one opened afterwards on the same database (a
+    restarted server, another worker), which must find each workspace by its name."""
+    if request.param == "writer":
+        yield store
+        return
+    fresh = make_store(db_url)
+    await fresh.start()
+    try:
+        yield fresh
+    finally:
+        await fresh.stop()
+
+
 def assert_own(events: list[StoredEvent], me: Tenant) -> list[str]:
     for event in events:
         assert tag_of(event.raw) == me.tag and event.workspace == me.workspace, event
@@ -234,8 +253,9 @@ def assert_own(events: list[StoredEvent], me: Tenant) -> list[str]:
 
 @pytest.mark.parametrize("workspace", WORKSPACES, ids=IDS)
 async def test_store_events_of_one_workspace(
-    store: Store, tenants: dict[Workspace, Tenant], workspace: Workspace
+    reading: Store, tenants: dict[Workspace, Tenant], workspace: Workspace
 ) -> None:
+    store = reading
     me = tenants[workspace]
     identify, track, page, *_ = me.events
     page_of_all = await store.list_events(workspace, EventQuery())
@@ -269,8 +289,9 @@ async def test_store_events_of_one_workspace(
 
 @pytest.mark.parametrize("workspace", WORKSPACES, ids=IDS)
 async def test_store_profiles_of_one_workspace(
-    store: Store, tenants: dict[Workspace, Tenant], workspace: Workspace
+    reading: Store, tenants: dict[Workspace, Tenant], workspace: Workspace
 ) -> None:
+    store = reading
     me = tenants[workspace]
     for ref in [*FIRST, f"id:{me.first_id}"]:
         [profile] = await store.find_profiles(workspace, parse_ref(ref), with_events=True)
