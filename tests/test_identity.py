@@ -160,3 +160,18 @@ def test_first_and_last_event_per_action_follow_event_time() -> None:
     assert profile.first_events["track"][2] == "early"
     assert profile.last_events["track"][2] == "late"
     assert profile.last_activity == 50
+
+
+def test_a_merge_keeps_the_earliest_first_and_the_latest_last_event_of_both_profiles() -> None:
+    graph = new_graph()
+    for at, event_id in ((3, "user-first"), (7, "user-last")):
+        user_pk = graph.apply(call("track", "u1", at=at), event_id)
+    for at, event_id in ((1, "anon-first"), (9, "anon-last")):
+        anon_pk = graph.apply(call("track", anon="a1", at=at), event_id)
+    assert graph.apply(call("identify", "u1", "a1", traits={}, at=5), "link") == user_pk
+    assert graph.merges == [(anon_pk, user_pk)]
+    target = graph.profiles[user_pk]
+    assert target.first_events["track"][2] == "anon-first"
+    assert target.last_events["track"][2] == "anon-last"
+    assert target.last_activity == 9
+    assert graph.profiles[anon_pk].anonymous_ids == []  # moved to the profile merged into
