@@ -143,13 +143,14 @@ def tag_of(raw: dict[str, Any]) -> str:
 
 
 @pytest.fixture(params=WORKSPACES, ids=IDS)
-async def reader(
-    request: pytest.FixtureRequest,
-    client: httpx.AsyncClient,
-    make_token: MakeToken,
-    tenants: dict[Workspace, Tenant],
-) -> Reader:
-    me = tenants[request.param]
+def me(request: pytest.FixtureRequest, tenants: dict[Workspace, Tenant]) -> Tenant:
+    """Each workspace in turn, as the one whose reads are checked."""
+    tenant: Tenant = tenants[request.param]
+    return tenant
+
+
+@pytest.fixture
+async def reader(client: httpx.AsyncClient, make_token: MakeToken, me: Tenant) -> Reader:
     token = await make_token(("read",), None, None, me.workspace.client_id)
     return Reader(client, token, me)
 
@@ -251,12 +252,10 @@ def assert_own(events: list[StoredEvent], me: Tenant) -> list[str]:
     return [e.event_id for e in events]
 
 
-@pytest.mark.parametrize("workspace", WORKSPACES, ids=IDS)
 async def test_store_events_of_one_workspace(
-    reading: Store, tenants: dict[Workspace, Tenant], workspace: Workspace
+    reading: Store, tenants: dict[Workspace, Tenant], me: Tenant
 ) -> None:
-    store = reading
-    me = tenants[workspace]
+    store, workspace = reading, me.workspace
     identify, track, page, *_ = me.events
     page_of_all = await store.list_events(workspace, EventQuery())
     assert page_of_all.total == len(me.events)
@@ -287,12 +286,10 @@ async def test_store_events_of_one_workspace(
         assert found is not None and assert_own([found], me) == [event_id]
 
 
-@pytest.mark.parametrize("workspace", WORKSPACES, ids=IDS)
 async def test_store_profiles_of_one_workspace(
-    reading: Store, tenants: dict[Workspace, Tenant], workspace: Workspace
+    reading: Store, tenants: dict[Workspace, Tenant], me: Tenant
 ) -> None:
-    store = reading
-    me = tenants[workspace]
+    store, workspace = reading, me.workspace
     for ref in [*FIRST, f"id:{me.first_id}"]:
         [profile] = await store.find_profiles(workspace, parse_ref(ref), with_events=True)
         assert (profile.id, profile.traits["tenant"]) == (me.first_id, me.tag), ref
