@@ -40,6 +40,7 @@ from typing import Any
 
 import httpx
 
+from tests.paging import scroll_events
 from tests.server_process import ServerProcess, client_token
 
 CLIENT = "crash"
@@ -229,14 +230,7 @@ class Reader:
 
     def events(self, path: str) -> list[dict[str, Any]]:
         """Every event of the workspace, by scrolling in ascending order."""
-        found: list[dict[str, Any]] = []
-        params: dict[str, Any] = {"sort": "asc"}
-        while True:
-            body = self._get(f"{path}/events", params)
-            if not body["data"]:
-                return found
-            found += body["data"]
-            params = {"scrollId": body["scrollId"]}
+        return scroll_events(self.client, path)
 
     def total(self, path: str) -> int:
         return int(self._get(f"{path}/events", {"size": 1})["total"])

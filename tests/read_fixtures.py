@@ -9,6 +9,7 @@ from typing import Any
 from opencdp.ingest import event_action_name
 from opencdp.models import Call, EventKey, EventPage, EventQuery, Workspace, format_millis
 from opencdp.store.base import Store
+from tests.paging import pages
 
 WS = Workspace("c1", "a1", "b1")
 OTHER_BRAND = Workspace("c1", "a1", "b2")
@@ -66,9 +67,11 @@ async def send(store: Store, *calls: Call, workspace: Workspace = WS) -> list[st
 async def read_all(store: Store, query: EventQuery, workspace: Workspace = WS) -> list[str]:
     """Every event id of a query, by scrolling with the keyset (``after``)."""
     seen: list[str] = []
-    while True:
-        page: EventPage = await store.list_events(workspace, query)
+    page: EventPage = await store.list_events(workspace, query)
+    for _ in pages(page.total, query.size):
         if not page.events:
-            return seen
+            break
         seen += [e.event_id for e in page.events]
         query = replace(query, offset=0, after=EventKey.of(page.events[-1]))
+        page = await store.list_events(workspace, query)
+    return seen

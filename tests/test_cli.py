@@ -312,9 +312,17 @@ def test_serve_refuses_nonsense_settings(db: str, uvicorn_run: UvicornRun) -> No
     assert uvicorn_run.calls == []
 
 
-def test_serve_leaves_the_environment_as_it_was(db: str, uvicorn_run: UvicornRun) -> None:
-    run("serve", "--db", db, "--port", "9124")
-    assert os.environ.get("OPENCDP_PORT") != "9124"
+def test_serve_leaves_the_environment_as_it_was(
+    db: str, uvicorn_run: UvicornRun, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run in this process, as an embedding program would (``CliRunner`` would hide it)."""
+    for name in CLEAN_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OPENCDP_PORT", "8001")
+    before = dict(os.environ)
+    main.main(["serve", "--db", db, "--port", "9124", "--workers", "2"], standalone_mode=False)
+    assert (uvicorn_run.env["OPENCDP_PORT"], uvicorn_run.env["OPENCDP_WORKERS"]) == ("9124", "2")
+    assert dict(os.environ) == before
 
 
 def test_demo_loads_a_workspace_a_token_can_read(db: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,6 +21,7 @@ from opencdp.ratelimit import MemoryRateLimiter
 from opencdp.store.base import Store
 from opencdp.store.sqlite import SQLiteStore
 from tests.conftest import ACCOUNT, BRAND, CLIENT, TRACK, MakeToken, client_for
+from tests.server_process import cli, client_token
 
 pytestmark = pytest.mark.anyio
 
@@ -185,6 +187,30 @@ async def test_a_revoked_token_stops_at_once(
     assert await store.revoke_token(token.split("_")[1], time.time_ns() // 10**6)
     response = await client.post(f"{TRACK}/track", json=CALL, headers=headers)
     assert_error(response, 403, "authentication_error")
+
+
+async def test_a_revocation_through_another_path_to_the_file_stops_the_token_at_once(
+    anyio_backend: str, tmp_path: Path
+) -> None:
+    real = tmp_path / "data" / "opencdp.db"
+    real.parent.mkdir()
+    (tmp_path / "link.db").symlink_to(real)
+    (tmp_path / "linked").symlink_to(real.parent)
+    store = SQLiteStore(str(real))
+    app = create_app(Settings(db=f"sqlite:///{real}"), store)
+    await store.start()
+    try:
+        async with client_for(app) as client:
+            for other in (tmp_path / "link.db", tmp_path / "linked" / "opencdp.db"):
+                token = client_token(f"sqlite:///{real}", CLIENT, "write")
+                headers = {"auth-token": token}
+                ok = await client.post(f"{TRACK}/track", json=CALL, headers=headers)
+                assert ok.status_code == 200, ok.text  # the token is cached now
+                cli("tokens", "revoke", token.split("_")[1], db=f"sqlite:///{other}")
+                response = await client.post(f"{TRACK}/track", json=CALL, headers=headers)
+                assert_error(response, 403, "authentication_error")
+    finally:
+        await store.stop()
 
 
 @pytest.mark.parametrize(

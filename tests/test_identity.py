@@ -13,6 +13,7 @@ from opencdp.identity import (
     USER,
     IdentityGraph,
     ProfileState,
+    Refusal,
     is_placeholder,
 )
 from opencdp.models import Call
@@ -75,6 +76,8 @@ def test_anonymous_profile_becomes_the_users_when_the_user_has_none() -> None:
     assert profile.external_id == "u1"
     assert profile.anonymous_ids == ["a1"]
     assert graph.merges == []
+    assert graph.identities[(USER, "u1")] == anon_pk
+    assert graph.apply(call("track", "u1", at=2000), "e3") == anon_pk  # found by userId alone
 
 
 def test_anonymous_profile_is_merged_into_an_existing_user_profile() -> None:
@@ -102,7 +105,7 @@ def test_guardrail_two_identified_profiles_are_never_merged_by_an_anonymous_id()
     assert graph.apply(call("track", "u2", "a1"), "e3") == second
     assert graph.identities[(ANON, "a1")] == first
     assert graph.merges == []
-    assert [r.reason for r in graph.refusals] == ["identified_conflict"]
+    assert graph.refusals == [Refusal("identified_conflict", "u2", "a1")]
 
 
 def test_guardrail_new_user_with_an_identified_anonymous_id_gets_its_own_profile() -> None:
@@ -121,7 +124,7 @@ def test_guardrail_anonymous_id_cap() -> None:
     graph.profiles[pk].anonymous_ids.extend(f"old-{n}" for n in range(MAX_ANONYMOUS_IDS))
     assert graph.apply(call("track", "u1", "one-too-many"), "e1") == pk
     assert (ANON, "one-too-many") not in graph.identities
-    assert [r.reason for r in graph.refusals] == ["anonymous_id_cap"]
+    assert graph.refusals == [Refusal("anonymous_id_cap", "u1", "one-too-many")]
 
 
 def test_alias_merges_two_identified_profiles() -> None:
@@ -160,3 +163,18 @@ def test_first_and_last_event_per_action_follow_event_time() -> None:
     assert profile.first_events["track"][2] == "early"
     assert profile.last_events["track"][2] == "late"
     assert profile.last_activity == 50
+
+
+def test_a_merge_keeps_the_earliest_first_and_the_latest_last_event_of_both_profiles() -> None:
+    graph = new_graph()
+    for at, event_id in ((3, "user-first"), (7, "user-last")):
+        user_pk = graph.apply(call("track", "u1", at=at), event_id)
+    for at, event_id in ((1, "anon-first"), (9, "anon-last")):
+        anon_pk = graph.apply(call("track", anon="a1", at=at), event_id)
+    assert graph.apply(call("identify", "u1", "a1", traits={}, at=5), "link") == user_pk
+    assert graph.merges == [(anon_pk, user_pk)]
+    target = graph.profiles[user_pk]
+    assert target.first_events["track"][2] == "anon-first"
+    assert target.last_events["track"][2] == "anon-last"
+    assert target.last_activity == 9
+    assert graph.profiles[anon_pk].anonymous_ids == []  # moved to the profile merged into

@@ -12,12 +12,12 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import msgspec
 import pytest
 
+from tests.paging import scroll_events
 from tests.server_process import ServerProcess, client_token
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
@@ -46,10 +46,12 @@ class Batches:
 
     def __init__(self, size: int) -> None:
         self.size = size
+        self.made = 0  # calls made so far: no more can be stored
         self._numbers = itertools.count()
 
     def next(self) -> tuple[list[str], bytes]:
         ids = [f"m{next(self._numbers)}" for _ in range(self.size)]
+        self.made += self.size
         items = [{"type": "track", "userId": f"u{int(m[1:]) % 500}", "event": "Load Test",
                   "properties": {"pad": "x" * 200}, "timestamp": "2026-01-02T03:04:05.678Z",
                   "messageId": m} for m in ids]
@@ -98,22 +100,19 @@ async def send_batches(
         await asyncio.gather(*(one_client(client) for _ in range(connections)))
 
 
-def stored_event_ids(url: str, token: str) -> dict[str, list[str]]:
+def stored_event_ids(url: str, token: str, sent: int) -> dict[str, list[str]]:
     """messageId → the eventIds stored for it, scrolling the whole workspace."""
     found: dict[str, list[str]] = {}
-    params: dict[str, Any] = {"sort": "asc"}
     with httpx.Client(base_url=url, headers={"auth-token": token}, timeout=60) as client:
-        while True:
-            body = client.get(f"{PATH}/events", params=params).json()
-            if not body["data"]:
-                return found
-            for event in body["data"]:
-                found.setdefault(event["rawData"]["messageId"], []).append(event["eventId"])
-            params = {"scrollId": body["scrollId"]}
+        for event in scroll_events(client, PATH, most=sent):
+            found.setdefault(event["rawData"]["messageId"], []).append(event["eventId"])
+    return found
 
 
-def assert_every_200_stored_once(url: str, token: str, acked: dict[str, str]) -> None:
-    stored = stored_event_ids(url, token)
+def assert_every_200_stored_once(
+    url: str, token: str, acked: dict[str, str], sent: int
+) -> None:
+    stored = stored_event_ids(url, token, sent)
     assert all(len(ids) == 1 for ids in stored.values()), "an event was stored twice"
     lost = [m for m, event_id in acked.items() if stored.get(m) != [event_id]]
     assert not lost, f"{len(lost)} of {len(acked)} acknowledged events are missing"
@@ -124,15 +123,14 @@ def test_a_full_write_queue_answers_503_with_retry_after_at_once(
 ) -> None:
     server = start(db, tmp_path, OPENCDP_WRITE_QUEUE_MAX="40")
     try:
-        tally = Tally()
-        asyncio.run(send_batches(server.url, token, Batches(20), tally,
-                                 connections=32, count=400))
+        tally, batches = Tally(), Batches(20)
+        asyncio.run(send_batches(server.url, token, batches, tally, connections=32, count=400))
         assert not tally.other, tally.other[:3]
         assert tally.unavailable > 0, "the burst never filled the queue"
         assert tally.acked, "nothing was accepted"
         fast = sorted(tally.unavailable_seconds)[len(tally.unavailable_seconds) // 2]
         assert fast < 1.0, f"a 503 should not wait for the queue; median took {fast:.2f} s"
-        assert_every_200_stored_once(server.url, token, tally.acked)
+        assert_every_200_stored_once(server.url, token, tally.acked, batches.made)
     finally:
         server.stop()
 
@@ -195,4 +193,4 @@ def test_memory_stays_flat_at_ten_times_the_sustainable_load(
           f"{tally.unavailable} 503s; RSS {baseline >> 20} MiB -> peak {peak >> 20} MiB")
     assert growth < 150 * 2**20, f"RSS grew {growth >> 20} MiB under overload"
     assert late_growth < 40 * 2**20, f"RSS still growing: +{late_growth >> 20} MiB late"
-    assert_every_200_stored_once(server.url, token, {**warm.acked, **tally.acked})
+    assert_every_200_stored_once(server.url, token, {**warm.acked, **tally.acked}, batches.made)

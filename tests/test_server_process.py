@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.paging import scroll_events
 from tests.server_process import ServerProcess, cli, client_token
 
 pytestmark = pytest.mark.slow
@@ -94,17 +95,8 @@ class Sender:
 
 def stored_message_ids(url: str, token: str) -> list[str]:
     """Every stored event's messageId, by scrolling the whole events feed."""
-    found: list[str] = []
     with httpx.Client(base_url=url, headers={"auth-token": token}) as client:
-        params: dict[str, Any] = {"sort": "asc"}
-        while True:
-            page = client.get(f"{WORKSPACE}/events", params=params)
-            assert page.status_code == 200, page.text
-            body = page.json()
-            if not body["data"]:
-                return found
-            found += [event["rawData"]["messageId"] for event in body["data"]]
-            params = {"scrollId": body["scrollId"]}
+        return [event["rawData"]["messageId"] for event in scroll_events(client, WORKSPACE)]
 
 
 def assert_stored_exactly_once(server: ServerProcess, token: str, acked: dict[str, str]) -> None:

@@ -11,6 +11,8 @@ import pytest
 from opencdp.errors import ProfileNotFound
 from opencdp.models import (
     MAX_TOTAL,
+    BulkEvent,
+    BulkProfile,
     EventKey,
     EventQuery,
     ProfileQuery,
@@ -19,6 +21,7 @@ from opencdp.models import (
 )
 from opencdp.store.base import Store
 from tests.backends import make_store
+from tests.paging import pages
 from tests.read_fixtures import (
     OTHER_ACCOUNT,
     OTHER_BRAND,
@@ -169,7 +172,7 @@ async def test_scroll_while_writing_is_exactly_once(
     try:
         query = EventQuery(size=17, sort=sort, include=include)  # type: ignore[arg-type]
         seen: list[str] = []
-        while True:
+        for _ in pages(300 + 200, 17):  # what was there, and all the writer may add
             page = await store.list_events(WS, query)
             if not page.events:
                 break
@@ -307,6 +310,42 @@ async def test_merge_within_one_batch_keeps_every_event_on_the_survivor(store: S
     assert {e.external_id for e in (await store.list_events(WS, EventQuery())).events} == {"known"}
 
 
+async def test_profiles_by_activity_then_the_never_active_ones(
+    anyio_backend: str, db_url: str
+) -> None:
+    """Active profiles (latest activity first), then those with no event (newest first),
+    every one once, across pages that end inside either part; nothing of a neighbour."""
+    store = make_store(db_url)  # loaded before it starts, as bulk loads are
+
+    def loaded(user: str, at: int | None) -> BulkProfile:
+        events = [] if at is None else [BulkEvent("page", at, at, {"action": "page"})]
+        return BulkProfile(user, {}, created_time=T0, events=events)
+
+    for workspace in (OTHER_BRAND, WS, OTHER_ACCOUNT):
+        await store.bulk_load(workspace, [loaded("a1", T0 + 1), loaded("n1", None),
+                                          loaded("a2", T0 + 2), loaded("n2", None),
+                                          loaded("n3", None)])  # fmt: skip
+    await store.start()
+    try:
+        for size in (1, 2, 3, 5):
+            listed = await list_all(store, ProfileQuery(size=size), 5)
+            assert listed == ["a2", "a1", "n3", "n2", "n1"], size
+    finally:
+        await store.stop()
+
+
+async def list_all(store: Store, query: ProfileQuery, items: int) -> list[str]:
+    """The external ids of a whole listing of ``items`` profiles, page after page."""
+    seen: list[str] = []
+    for _ in pages(items, query.size):
+        found = await store.list_profiles(WS, query)
+        if not found.profiles:
+            break
+        seen += [p.external_id for p in found.profiles]
+        query = replace(query, after=found.last)
+    return seen
+
+
 async def test_profiles_by_activity(store: Store) -> None:
     await send(
         store,
@@ -326,7 +365,7 @@ async def test_created_scroll_picks_up_later_profiles(store: Store) -> None:
     await send(store, *[call(user_id=f"p{i}", at=T0 + 100 - i) for i in range(5)])
     query = ProfileQuery(sort="created", size=2)
     seen: list[str] = []
-    while True:
+    for _ in pages(5 + 2, 2):  # and the two written while scrolling
         page = await store.list_profiles(WS, query)
         query = replace(query, after=page.last)
         if not page.profiles:

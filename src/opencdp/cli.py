@@ -5,6 +5,7 @@ Each command is a thin call into the library.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -162,10 +163,21 @@ def _settings(chosen: dict[str, Any]) -> Settings:
 
 
 def _export(chosen: dict[str, Any]) -> None:
-    """Hand the chosen settings to worker processes, which build theirs from the environment."""
+    """Hand the chosen settings to worker processes, which build theirs from the environment,
+    while the command runs: the environment is as it was once it returns."""
+    context = click.get_current_context()
     for name, value in chosen.items():
         if value is not None:
-            os.environ[f"OPENCDP_{name.upper()}"] = str(value)
+            key = f"OPENCDP_{name.upper()}"
+            context.call_on_close(functools.partial(_restore, key, os.environ.get(key)))
+            os.environ[key] = str(value)
+
+
+def _restore(key: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(key, None)
+    else:
+        os.environ[key] = value
 
 
 @main.command(context_settings=CONTEXT)

@@ -42,7 +42,12 @@ from opencdp.store.migrations import load_migrations
 from opencdp.store.read_sql import FIRST_WALKS, Window
 from opencdp.store.sqlite_connection import connect
 from opencdp.store.sqlite_writer import GroupCommitWriter
-from opencdp.store.token_cache import RevocationCount, TokenCache, bump_revocations
+from opencdp.store.token_cache import (
+    RevocationCount,
+    TokenCache,
+    bump_revocations,
+    revocations_path,
+)
 
 T = TypeVar("T")
 
@@ -293,7 +298,7 @@ class SQLiteStore(Store):
 
     @property
     def _revocations_path(self) -> str:
-        return self.path + "-revocations"
+        return revocations_path(self.path)
 
     def _write_statement(self, sql: str, params: tuple[Any, ...]) -> int:
         return self._write_once(lambda conn: conn.execute(sql, params).rowcount)

@@ -3,8 +3,9 @@
 A token query on every request would cost a SQLite call on the event loop, and a
 GIL hand-over to the store's threads, which may keep it for a whole switch interval.
 So each record is cached with the revocation count current when it was read. The
-count lives in a small file beside the database (``<db>-revocations``), mapped into
-memory: reading it is a memory load, with no system call and no GIL hand-over.
+count lives in a small file beside the database file (``<db>-revocations``, named by
+the file's real path, whichever path opened it), mapped into memory: reading it is a
+memory load, with no system call and no GIL hand-over.
 Every revocation, by any process (``opencdp tokens revoke``, another server), bumps
 the count after its commit, so the next request reads the token again: revocation
 takes effect at once. Unknown tokens are never cached, so a new token works at once.
@@ -58,6 +59,12 @@ class RevocationCount:
 
     def close(self) -> None:
         self._map.close()
+
+
+def revocations_path(db_path: str) -> str:
+    """The count file of the database at ``db_path``: beside the file itself, so every
+    path to it (a symlink, a relative path, a linked directory) shares one count."""
+    return os.path.realpath(db_path) + "-revocations"
 
 
 def bump_revocations(path: str) -> None:
