@@ -20,7 +20,9 @@ from opencdp.store.base import Store
 
 PREFIX = "ocdp"
 SCOPES = frozenset({"read", "write"})
-_TOKEN = re.compile(r"ocdp_([0-9a-f]{12})_([A-Za-z0-9_-]{16,128})")
+#: A token's text: its id and its secret, as groups (``split_token``).
+TOKEN_PATTERN = r"ocdp_([0-9a-f]{12})_([A-Za-z0-9_-]{16,128})"
+_TOKEN = re.compile(TOKEN_PATTERN)
 # Compared against when no record exists, so a miss costs what a hit costs.
 _MISSING_HASH = hashlib.sha256(b"no such token").digest()
 _MAX_CHECKED = 10_000

@@ -21,6 +21,7 @@ import re
 from collections.abc import Callable
 from typing import TypeVar
 
+from opencdp.auth import TOKEN_PATTERN
 from opencdp.errors import RateLimited, Unavailable
 from opencdp.ratelimit import MemoryRateLimiter
 
@@ -30,7 +31,7 @@ T = TypeVar("T")
 _QUEUE_PER_SLOT = 8
 #: Candidate keys tried per body (a body may hold several: nested, repeated).
 MAX_CANDIDATES = 4
-_WRITE_KEY = re.compile(rb'"writeKey"\s*:\s*"(ocdp_[0-9a-f]{12}_[A-Za-z0-9_-]{16,128})"')
+_WRITE_KEY = re.compile(rb'"writeKey"\s*:\s*"(' + TOKEN_PATTERN.encode() + rb')"')
 
 
 def candidate_keys(body: bytes) -> list[str]:
