@@ -27,7 +27,7 @@ from opencdp.models import (
     ProfileRef,
     Workspace,
 )
-from opencdp.store.base import Store, open_store
+from opencdp.store import Store, open_store
 
 BUSY = Workspace("starve", "web", "busy")
 OTHER = Workspace("starve", "web", "other")

@@ -12,7 +12,7 @@ import uuid
 from pathlib import Path
 
 from bench import dataset
-from opencdp.store.base import Store, open_store
+from opencdp.store import Store, open_store
 
 PG_URL = os.environ.get("OPENCDP_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
 

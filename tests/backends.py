@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from opencdp.store.base import Store
-from opencdp.store.postgres import PostgresStore
-from opencdp.store.sqlite import SQLiteStore
+from opencdp.store.postgres.store import PostgresStore
+from opencdp.store.sqlite.store import SQLiteStore
 
 PG_ADMIN_URL = os.environ.get("OPENCDP_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("OPENCDP_TEST_REDIS", "redis://127.0.0.1:6379/0")

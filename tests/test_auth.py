@@ -15,7 +15,7 @@ import pytest
 from opencdp import auth
 from opencdp.errors import AuthenticationFailed
 from opencdp.models import Principal, TokenRecord, Workspace
-from opencdp.store.base import Store, open_store
+from opencdp.store import Store, open_store
 
 T = TypeVar("T")
 NOW = 1_700_000_000_000

@@ -19,7 +19,7 @@ from opencdp.cli import main
 from opencdp.config import Settings
 from opencdp.demo import DEMO_WORKSPACE
 from opencdp.models import EventQuery, ProfileQuery
-from opencdp.store.base import open_store
+from opencdp.store import open_store
 
 TOKEN_LINE = re.compile(r"ocdp_([0-9a-f]{12})_[A-Za-z0-9_-]{32}\n")
 # Every OPENCDP_* variable unset while a command runs, and restored afterwards.

@@ -22,7 +22,7 @@ from opencdp.auth import new_token
 from opencdp.config import Settings
 from opencdp.models import EventQuery, ProfileRef
 from opencdp.store.base import Store
-from opencdp.store.postgres import PostgresStore
+from opencdp.store.postgres.store import PostgresStore
 from tests.conftest import TRACK, client_for
 from tests.read_fixtures import WS
 

@@ -12,7 +12,7 @@ from opencdp.cli import main
 from opencdp.config import Settings
 from opencdp.demo import DAY_MS, DEMO_WORKSPACE, demo_calls
 from opencdp.models import EventQuery, ProfileQuery
-from opencdp.store.base import open_store
+from opencdp.store import open_store
 
 CLEAN_ENV: dict[str, str | None] = {f"OPENCDP_{f.name.upper()}": None for f in fields(Settings)}
 NOW = 1_764_547_200_000  # 2025-12-01T00:00:00Z

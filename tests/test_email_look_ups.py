@@ -13,7 +13,7 @@ from opencdp.app import create_app
 from opencdp.auth import new_token
 from opencdp.config import Settings
 from opencdp.models import BulkEvent, BulkProfile
-from opencdp.store.base import Store, open_store
+from opencdp.store import Store, open_store
 from tests.conftest import client_for
 from tests.read_fixtures import T0, WS
 

@@ -19,7 +19,7 @@ from opencdp.config import Settings
 from opencdp.models import Accepted, Call, Workspace
 from opencdp.ratelimit import MemoryRateLimiter
 from opencdp.store.base import Store
-from opencdp.store.sqlite import SQLiteStore
+from opencdp.store.sqlite.store import SQLiteStore
 from tests.conftest import ACCOUNT, BRAND, CLIENT, TRACK, MakeToken, client_for
 from tests.server_process import cli, client_token
 

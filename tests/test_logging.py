@@ -20,7 +20,7 @@ from opencdp.auth import hash_secret, new_token
 from opencdp.config import Settings
 from opencdp.logs import JsonFormatter
 from opencdp.models import Accepted, Call, TokenRecord, Workspace
-from opencdp.store.sqlite import SQLiteStore
+from opencdp.store.sqlite.store import SQLiteStore
 from tests.conftest import TRACK, client_for
 from tests.server_process import ServerProcess
 

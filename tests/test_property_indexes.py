@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 
 from opencdp.models import EventQuery, PropertyIndex
-from opencdp.store import postgres_reads, read_sql
+from opencdp.store import read_sql
 from opencdp.store.base import Store
-from opencdp.store.postgres import PostgresStore
+from opencdp.store.postgres import reads as postgres_reads
+from opencdp.store.postgres.store import PostgresStore
 from tests.backends import postgres_schema
 from tests.read_fixtures import T0, WS, call, read_all, send
 

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 
 from opencdp.models import EventKey, EventQuery, ProfileKey, ProfileQuery, ProfileRef
-from opencdp.store import sqlite_reads as reads
 from opencdp.store.read_sql import property_index
-from opencdp.store.sqlite import SQLiteStore
-from opencdp.store.sqlite_connection import connect
+from opencdp.store.sqlite import reads
+from opencdp.store.sqlite.connection import connect
+from opencdp.store.sqlite.store import SQLiteStore
 from tests.read_fixtures import T0, WS, call, send
 
 _FULL_SCAN = re.compile(r"^SCAN (events|profiles|identities|e|p|i)\b(?!.*USING)")

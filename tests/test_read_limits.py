@@ -19,7 +19,7 @@ from opencdp.app import app_from_environment, create_app
 from opencdp.auth import new_token
 from opencdp.config import Settings
 from opencdp.models import BulkEvent, BulkProfile, EventQuery, ProfileRef, Workspace
-from opencdp.store.base import Store, open_store
+from opencdp.store import Store, open_store
 from opencdp.store.guarded_reads import ReadLimits, ReadTimedOut, WorkspaceReadsBusy
 from tests.conftest import client_for
 from tests.read_fixtures import OTHER_BRAND, T0, WS, call, send

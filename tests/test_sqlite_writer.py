@@ -14,7 +14,7 @@ import pytest
 
 from opencdp.errors import Unavailable
 from opencdp.models import EventQuery, ProfileRef
-from opencdp.store.sqlite import SQLiteStore
+from opencdp.store.sqlite.store import SQLiteStore
 from tests.read_fixtures import T0, WS, call
 from tests.server_process import ServerProcess, client_token
 

@@ -12,7 +12,7 @@ from opencdp import auth
 from opencdp.auth import new_token
 from opencdp.errors import AuthenticationFailed
 from opencdp.models import Workspace
-from opencdp.store.sqlite import SQLiteStore
+from opencdp.store.sqlite.store import SQLiteStore
 from opencdp.store.token_cache import TokenCache
 from tests.read_fixtures import call
 

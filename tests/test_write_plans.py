@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from opencdp.store import sqlite_batch
-from opencdp.store.sqlite import SQLiteStore
-from opencdp.store.sqlite_connection import connect
+from opencdp.store.sqlite import append as sqlite_batch
+from opencdp.store.sqlite.connection import connect
+from opencdp.store.sqlite.store import SQLiteStore
 
 
 @pytest.fixture

@@ -43,7 +43,7 @@ from opencdp.errors import MethodNotAllowed, NotFound, OpenCDPError
 from opencdp.logs import configure_logging, current_request_id
 from opencdp.metrics import Metrics, MetricsMiddleware
 from opencdp.ratelimit import RateLimiter, limiter_for
-from opencdp.store.base import Store, open_store
+from opencdp.store import Store, open_store
 from opencdp.store.guarded_reads import ReadLimits
 
 log = logging.getLogger("opencdp")

@@ -23,7 +23,8 @@ from urllib.parse import urlsplit
 
 import click
 
-from opencdp.store.base import Store, open_store, sqlite_path
+from opencdp.store import Store, open_store
+from opencdp.store.sqlite.connection import sqlite_path
 
 T = TypeVar("T")
 CREATE_DIRS = "create_dirs"  # click's context meta key, set by the --create-dirs flag

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from opencdp.models import (
     Accepted,
@@ -24,7 +25,6 @@ from opencdp.models import (
     TokenRecord,
     Workspace,
 )
-from opencdp.store.guarded_reads import ReadLimits
 from opencdp.store.read_sql import FIRST_WALKS, Window
 
 
@@ -63,6 +63,11 @@ class Store(ABC):
     """
 
     observer: StoreObserver = StoreObserver()
+
+    @classmethod
+    @abstractmethod
+    def from_url(cls, url: str, **options: Any) -> Store:
+        """The store of a database URL (``backends.open_store`` picks the class)."""
 
     @abstractmethod
     async def start(self) -> None:
@@ -168,51 +173,3 @@ class Store(ABC):
     @abstractmethod
     async def revoke_token(self, token_id: str, when: int) -> bool:
         """Mark the token revoked; False when no such (unrevoked) token exists."""
-
-
-def open_store(
-    url: str,
-    *,
-    batch_max: int = 2000,
-    queue_max: int = 20000,
-    unsafe_ack_before_commit: bool = False,
-    read_limits: ReadLimits | None = None,
-) -> Store:
-    """The store for a database URL: ``sqlite:///path`` or ``postgresql://…``.
-
-    ``batch_max`` bounds the calls in one group commit; ``queue_max`` the calls waiting
-    for one (past it, writes are refused with 503 instead of queueing without limit).
-    ``unsafe_ack_before_commit`` is for the crash harness's negative control only.
-    ``read_limits``: each read's time budget and one workspace's readers at once.
-    """
-    if url.startswith("sqlite:"):
-        from opencdp.store.sqlite import SQLiteStore
-
-        return SQLiteStore(
-            sqlite_path(url),
-            batch_max=batch_max,
-            queue_max=queue_max,
-            ack_before_commit=unsafe_ack_before_commit,
-            read_limits=read_limits,
-        )
-    if url.startswith(("postgresql:", "postgres:")):
-        from opencdp.store.postgres import PostgresStore
-
-        return PostgresStore(
-            url,
-            batch_max=batch_max,
-            queue_max=queue_max,
-            ack_before_commit=unsafe_ack_before_commit,
-            read_limits=read_limits,
-        )
-    raise ValueError(f"unsupported database URL {url!r}: use sqlite:///PATH or postgresql://…")
-
-
-def sqlite_path(url: str) -> str:
-    """``sqlite:///./x.db`` → ``./x.db``; ``sqlite:////abs/x.db`` → ``/abs/x.db``."""
-    rest = url.removeprefix("sqlite:")
-    if rest.startswith("///"):
-        return rest[3:]
-    if rest.startswith("//"):
-        return rest[2:]
-    return rest

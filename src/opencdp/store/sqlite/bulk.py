@@ -17,7 +17,7 @@ from typing import Any
 
 from opencdp.models import BulkProfile
 from opencdp.store.bulk import BulkReport, profile_rows
-from opencdp.store.sqlite_batch import INSERT_PROFILE, profile_params
+from opencdp.store.sqlite.append import INSERT_PROFILE, profile_params
 
 _CHUNK_EVENTS = 200_000
 

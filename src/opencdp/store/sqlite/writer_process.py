@@ -2,7 +2,7 @@
 
 ``opencdp serve`` parses and checks requests on one core; this process applies the
 identity and trait rules and runs the SQL on the other. The server's ``GroupCommitWriter``
-(``sqlite_writer``) sends it a whole group of requests' calls as one frame over a Unix
+(``sqlite.writer_client``) sends it a whole group of requests' calls as one frame over a Unix
 socket; it applies the group in one transaction, commits (one fsync with
 ``synchronous=FULL``) and only then answers with one frame. A request is answered 200
 only after that answer arrives, so nothing acknowledged is uncommitted.
@@ -29,8 +29,8 @@ from opencdp.logs import configure_logging
 from opencdp.models import Accepted, Workspace
 from opencdp.store.base import StoreObserver
 from opencdp.store.batching import by_workspace, split_answers
-from opencdp.store.sqlite_batch import BatchWriter, WireCall
-from opencdp.store.sqlite_connection import connect
+from opencdp.store.sqlite.append import BatchWriter, WireCall
+from opencdp.store.sqlite.connection import connect
 
 log = logging.getLogger("opencdp.store")
 

@@ -1,6 +1,6 @@
 """The read queries of the Events and Profiles APIs on PostgreSQL.
 
-The same shapes as ``sqlite_reads``, on the same indexes: the feed and its filters
+The same shapes as ``sqlite.reads``, on the same indexes: the feed and its filters
 walk ``events_by_time`` (or a declared property's index, which the planner picks by
 its filter's expression); ``include`` walks ``events_by_action`` once per action and a
 customer's events ``events_by_profile`` once per profile, merged in order (a Merge

@@ -1,7 +1,7 @@
 """The embedded store: one SQLite file in WAL mode.
 
-One writer connection, owned by the writer process (``sqlite_commit``, fed in groups
-by ``sqlite_writer``); readers use their own connections (one per thread) and are
+One writer connection, owned by the writer process (``sqlite.writer_process``, fed in groups
+by ``sqlite.writer_client``); readers use their own connections (one per thread) and are
 never blocked by it. Every commit is flushed to disk (``synchronous=FULL``) before a
 request is answered.
 """
@@ -34,14 +34,15 @@ from opencdp.models import (
     TokenRecord,
     Workspace,
 )
-from opencdp.store import read_sql, sqlite_bulk
-from opencdp.store import sqlite_reads as reads
+from opencdp.store import read_sql
 from opencdp.store.base import ObserverOf, Store
 from opencdp.store.guarded_reads import ReadLimits, sqlite_deadline
 from opencdp.store.migrations import load_migrations
 from opencdp.store.read_sql import FIRST_WALKS, Window
-from opencdp.store.sqlite_connection import connect
-from opencdp.store.sqlite_writer import GroupCommitWriter
+from opencdp.store.sqlite import bulk as sqlite_bulk
+from opencdp.store.sqlite import reads
+from opencdp.store.sqlite.connection import connect, sqlite_path
+from opencdp.store.sqlite.writer_client import GroupCommitWriter
 from opencdp.store.token_cache import (
     RevocationCount,
     TokenCache,
@@ -74,6 +75,10 @@ class SQLiteStore(Store):
         self._cursor_secret: bytes | None = None
         self.tokens = TokenCache()
         self._revocations: RevocationCount | None = None
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> SQLiteStore:
+        return cls(sqlite_path(url), **options)
 
     # -- life cycle --------------------------------------------------------------------
 

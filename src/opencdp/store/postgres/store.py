@@ -1,7 +1,7 @@
 """The scale-out store: PostgreSQL, shared by any number of ``opencdp serve`` processes.
 
 Writes are group-committed by one task per process; many processes coordinate through
-row locks, advisory locks and unique constraints (see ``postgres_batch``). Commits
+row locks, advisory locks and unique constraints (see ``postgres.append``). Commits
 wait for the WAL flush (``synchronous_commit`` on), so a 200 survives a crash.
 """
 
@@ -34,13 +34,14 @@ from opencdp.models import (
     TokenRecord,
     Workspace,
 )
-from opencdp.store import postgres_bulk, read_sql
-from opencdp.store import postgres_reads as reads
+from opencdp.store import read_sql
 from opencdp.store.base import Store
 from opencdp.store.batching import by_workspace, commit_counts, settle, split_answers
 from opencdp.store.guarded_reads import ReadLimits, ReadTimedOut, postgres_timeout_sql
 from opencdp.store.migrations import load_migrations
-from opencdp.store.postgres_batch import PostgresBatch
+from opencdp.store.postgres import bulk as postgres_bulk
+from opencdp.store.postgres import reads
+from opencdp.store.postgres.append import PostgresBatch
 from opencdp.store.read_sql import FIRST_WALKS, Window
 
 log = logging.getLogger("opencdp.store")
@@ -79,6 +80,10 @@ class PostgresStore(Store):
         self._writer: asyncio.Task[None] | None = None
         self._workspaces: dict[Workspace, int] = {}
         self._cursor_secret: bytes | None = None
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> PostgresStore:
+        return cls(url, **options)
 
     # -- life cycle --------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """One write batch on SQLite: load the identities it names, apply the rules, save.
 
-It runs in the writer process (``sqlite_commit``), which has a core and a GIL of its
+It runs in the writer process (``sqlite.writer_process``), which has a core and a GIL of its
 own: loading is one statement (``json_each`` in, ``json_group_array`` out), saving is
 one ``executemany`` per table, the cheapest way to insert rows there.
 """

@@ -1,7 +1,7 @@
 """The server's side of the SQLite writer: the event loop feeds the writer process.
 
 Requests add their calls to a pending list and wait. Whenever fewer than two groups
-are with the writer process (``sqlite_commit``), everything pending (up to a bound)
+are with the writer process (``sqlite.writer_process``), everything pending (up to a bound)
 goes to it as one group over a Unix socket; the process answers each group after its
 commit, and the answer wakes that group's requests. While the process commits one
 group the next is already on its way and a third gathers: that is the group commit,
@@ -29,8 +29,8 @@ from opencdp.errors import OpenCDPError, Unavailable
 from opencdp.models import Accepted, Call, Workspace
 from opencdp.store.base import StoreObserver
 from opencdp.store.batching import commit_counts, settle
-from opencdp.store.sqlite_batch import WireCall
-from opencdp.store.sqlite_commit import BUSY, LENGTH, Answer, Group, Submission, frame
+from opencdp.store.sqlite.append import WireCall
+from opencdp.store.sqlite.writer_process import BUSY, LENGTH, Answer, Group, Submission, frame
 
 log = logging.getLogger("opencdp.store")
 
@@ -50,7 +50,7 @@ Batch = list[_Waiting]
 
 
 class WriterProcess:
-    """One ``python -m opencdp.store.sqlite_commit`` process and the stream to it."""
+    """One ``python -m opencdp.store.sqlite.writer_process`` process and the stream to it."""
 
     def __init__(
         self,
@@ -69,7 +69,7 @@ class WriterProcess:
         """Start the process and wait until its connection is open."""
         ours, theirs = socket.socketpair()
         command = [
-            sys.executable, "-m", "opencdp.store.sqlite_commit", "--db", path,
+            sys.executable, "-m", "opencdp.store.sqlite.writer_process", "--db", path,
             "--fd", str(theirs.fileno()), "--log-level", log_level,
         ]
         if ack_before_commit:

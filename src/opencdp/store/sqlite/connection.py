@@ -22,3 +22,13 @@ def connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
     if readonly:
         conn.execute("PRAGMA query_only = ON")
     return conn
+
+
+def sqlite_path(url: str) -> str:
+    """``sqlite:///./x.db`` → ``./x.db``; ``sqlite:////abs/x.db`` → ``/abs/x.db``."""
+    rest = url.removeprefix("sqlite:")
+    if rest.startswith("///"):
+        return rest[3:]
+    if rest.startswith("//"):
+        return rest[2:]
+    return rest

@@ -1,0 +1,1 @@
+"""The scale-out store: PostgreSQL, shared by any number of server processes."""
