@@ -1,0 +1,221 @@
+"""The token verifier: a known token costs no query on either store, an unknown one is
+never cached, and a revocation by any process reaches a server's cache (at once on
+SQLite, within a notification's delivery on PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from opencdp.auth import TokenVerifier, new_token
+from opencdp.errors import AuthenticationFailed
+from opencdp.models import TokenRecord, Workspace
+from opencdp.store.base import Store
+from opencdp.store.postgres.revocations import CHANNEL
+from opencdp.store.postgres.store import PostgresStore
+from opencdp.store.sqlite.store import SQLiteStore
+from tests.backends import make_store
+from tests.read_fixtures import call
+from tests.server_process import cli
+
+pytestmark = pytest.mark.anyio
+SHOP = Workspace("c1", "a1", "b1")
+DEADLINE = 5.0  # seconds: far above a notification's delivery, far below a test timeout
+
+
+def made() -> tuple[str, TokenRecord]:
+    return new_token("c1", None, None, ("write",), now=int(time.time() * 1000))
+
+
+def forged(text: str) -> str:
+    return text[:-4] + ("AAAA" if not text.endswith("AAAA") else "BBBB")
+
+
+@pytest.fixture
+async def other(db_url: str) -> AsyncIterator[Store]:
+    """A second store on the same database: what another process (a CLI) would open."""
+    store = make_store(db_url)
+    await store.start()
+    try:
+        yield store
+    finally:
+        await store.stop()
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
+    """Poll ``check`` until it holds; fail after ``DEADLINE`` seconds."""
+    deadline = time.monotonic() + DEADLINE
+    while not await check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {DEADLINE} s: {what}")
+        await asyncio.sleep(0.01)
+
+
+async def refused(verifier: TokenVerifier, text: str) -> bool:
+    try:
+        await verifier.authorize(text, SHOP, "write", unknown_status=403)
+    except AuthenticationFailed:
+        return True
+    return False
+
+
+async def cached(verifier: TokenVerifier, store: Store, text: str) -> None:
+    """Check ``text`` until the store's count is trusted, so its record is cached."""
+    await verifier.authorize(text, SHOP, "write", unknown_status=403)
+
+    async def listening() -> bool:
+        return store.revocations() is not None
+
+    await eventually(listening, "the store tells its revocation count")
+    await verifier.authorize(text, SHOP, "write", unknown_status=403)
+
+
+def token_reads(store: Store) -> Callable[[], int]:
+    """How many times ``store`` has gone to its database for a token (or anything) so far:
+    the statements naming ``tokens`` on SQLite, connections taken from the pool on
+    PostgreSQL (every query of the store takes one)."""
+    if isinstance(store, SQLiteStore):
+        statements: list[str] = []
+        store.reader().set_trace_callback(statements.append)
+        return lambda: sum("FROM tokens" in s for s in statements)
+    assert isinstance(store, PostgresStore)
+    return lambda: int(store.pool.get_stats().get("requests_num", 0))
+
+
+async def test_a_known_token_costs_no_query(store: Store) -> None:
+    verifier = TokenVerifier(store)
+    text, record = made()
+    await store.add_token(record)
+    await cached(verifier, store, text)
+    reads = token_reads(store)
+    before = reads()
+    for _ in range(100):
+        principal = await verifier.authorize(text, SHOP, "write", unknown_status=403)
+        assert principal.token_id == record.token_id
+    assert reads() == before
+    with pytest.raises(AuthenticationFailed):  # the secret is still checked, cached or not
+        await verifier.authorize(forged(text), SHOP, "write", unknown_status=403)
+    assert reads() == before
+
+
+async def test_writes_keep_the_cache(store: Store) -> None:
+    verifier = TokenVerifier(store)
+    text, record = made()
+    await store.add_token(record)
+    await cached(verifier, store, text)
+    reads = token_reads(store)
+    await store.append_calls(SHOP, [call(user_id="u1")])
+    before = reads()
+    await verifier.authorize(text, SHOP, "write", unknown_status=403)
+    assert reads() == before
+
+
+async def test_an_unknown_token_is_never_cached(store: Store) -> None:
+    verifier = TokenVerifier(store)
+    text, record = made()
+    with pytest.raises(AuthenticationFailed):
+        await verifier.authorize(text, SHOP, "write", unknown_status=403)
+    await store.add_token(record)  # a new token works at once
+    assert (await verifier.authorize(text, SHOP, "write", unknown_status=403)).token_id == (
+        record.token_id
+    )
+
+
+async def test_a_revocation_by_another_process_reaches_the_cache(
+    store: Store, other: Store
+) -> None:
+    verifier = TokenVerifier(store)
+    text, record = made()
+    await other.add_token(record)
+    await cached(verifier, store, text)
+    with pytest.raises(AuthenticationFailed):  # a cached token grants no other workspace
+        await verifier.authorize(text, Workspace("c2", "a1", "b1"), "write", unknown_status=403)
+    assert await other.revoke_token(record.token_id, int(time.time() * 1000))
+    if isinstance(store, SQLiteStore):  # the shared count file: at once
+        assert await refused(verifier, text)
+    else:  # when the notification arrives
+        await eventually(lambda: refused(verifier, text), "the revocation reaches the cache")
+    for _ in range(2):
+        assert await refused(verifier, text)
+
+
+async def test_a_revocation_by_this_process_takes_effect_at_once(store: Store) -> None:
+    verifier = TokenVerifier(store)
+    text, record = made()
+    await store.add_token(record)
+    await cached(verifier, store, text)
+    assert await store.revoke_token(record.token_id, int(time.time() * 1000))
+    assert await refused(verifier, text)
+
+
+async def test_the_cache_is_bounded(tmp_path: Path) -> None:
+    store = SQLiteStore(str(tmp_path / "t.db"))
+    await store.start()
+    try:
+        verifier = TokenVerifier(store, max_entries=2)
+        texts = []
+        for _ in range(3):
+            text, record = made()
+            await store.add_token(record)
+            texts.append(text)
+        reads = token_reads(store)
+        for text in texts:  # the third one drops the first
+            await verifier.authorize(text, SHOP, "write", unknown_status=403)
+        assert reads() == 3
+        await verifier.authorize(texts[2], SHOP, "write", unknown_status=403)
+        assert reads() == 3
+        await verifier.authorize(texts[0], SHOP, "write", unknown_status=403)
+        assert reads() == 4
+    finally:
+        await store.stop()
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+async def test_a_lost_listener_forgets_the_cache_and_misses_no_revocation(
+    store: Store, other: Store
+) -> None:
+    """A revocation committed while the server's LISTEN connection is cut (its
+    notification is lost) still takes effect: losing the connection drops the cache."""
+    assert isinstance(store, PostgresStore)
+    verifier = TokenVerifier(store)
+    text, record = made()
+    await other.add_token(record)
+    await cached(verifier, store, text)
+    await cut_listener(store)
+    assert await other.revoke_token(record.token_id, int(time.time() * 1000))
+
+    async def lost() -> bool:
+        return store.revocations() is None
+
+    async def listening() -> bool:
+        return store.revocations() is not None
+
+    await eventually(lost, "the server notices the lost connection")
+    await eventually(listening, "the listener connects again")
+    assert await refused(verifier, text)  # asked only once it listens again
+
+
+async def cut_listener(store: PostgresStore) -> None:
+    """Terminate the backend of ``store``'s LISTEN connection, as a failover would."""
+    async with store.pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE application_name = %s || ':' || current_schema()",
+            (CHANNEL,),
+        )
+        assert await cursor.fetchall() == [(True,)]
+
+
+async def test_a_revocation_by_the_cli_reaches_a_server_that_cached_the_token(
+    db_url: str, store: Store
+) -> None:
+    verifier = TokenVerifier(store)
+    text, record = made()
+    await store.add_token(record)
+    await cached(verifier, store, text)
+    await asyncio.to_thread(cli, "tokens", "revoke", record.token_id, db=db_url)
+    await eventually(lambda: refused(verifier, text), "the CLI's revocation reaches the cache")
