@@ -13,6 +13,7 @@ import hmac
 import re
 import secrets
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from opencdp.errors import AuthenticationFailed
 from opencdp.models import Principal, TokenRecord, Workspace
@@ -23,6 +24,7 @@ SCOPES = frozenset({"read", "write"})
 #: A token's text: its id and its secret, as groups (``split_token``).
 TOKEN_PATTERN = r"ocdp_([0-9a-f]{12})_([A-Za-z0-9_-]{16,128})"
 _TOKEN = re.compile(TOKEN_PATTERN)
+_TOKEN_ID = slice(len(PREFIX) + 1, len(PREFIX) + 13)  # where a token's id stands in its text
 # Compared against when no record exists, so a miss costs what a hit costs.
 _MISSING_HASH = hashlib.sha256(b"no such token").digest()
 _MAX_ENTRIES = 10_000
@@ -92,6 +94,25 @@ def principal_of(record: TokenRecord) -> Principal:
     )
 
 
+@dataclass(slots=True)
+class _Entry:
+    """A stored record as read at revocation count ``count``, and the one token text
+    last verified against it (``None`` until one is)."""
+
+    count: int | None
+    record: TokenRecord
+    principal: Principal
+    text: str | None = None
+
+    def holds(self, count: int | None) -> bool:
+        """Whether the record is still current: read at this very (trusted) count."""
+        return count is not None and self.count == count
+
+    def verified(self, token: str) -> bool:
+        """Whether ``token`` is the text already verified against the record."""
+        return self.text is not None and token.isascii() and hmac.compare_digest(self.text, token)
+
+
 class TokenVerifier:
     """Turns the token text of a request into its principal, with one cache for every
     store (an app keeps one: ``Services.tokens``), so a known token costs no query.
@@ -104,30 +125,35 @@ class TokenVerifier:
     process's revocation (``Store.revocations``). A count of ``None`` (the store
     cannot tell yet) is never trusted. Unknown token ids are never cached, so a new
     token works at once and made-up ids cannot fill the cache; the cache holds at
-    most ``max_entries`` records, the oldest dropped first. The secret is checked
-    against the record's hash on every request, in constant time, cached or not.
+    most ``max_entries`` records, the oldest dropped first. Every request proves its
+    secret in constant time: against the record's hash, or, for the very text that
+    last passed that check, by comparing the whole text (no parsing, no hashing).
     """
 
     def __init__(self, store: Store, max_entries: int = _MAX_ENTRIES) -> None:
         self._store = store
         self._max_entries = max_entries
-        self._records: dict[str, tuple[int, TokenRecord, Principal]] = {}
+        self._records: dict[str, _Entry] = {}
 
     async def principal(
         self, token: str, *, name: str = "auth-token", status: int = 401
     ) -> Principal:
         """The principal of a well-formed, known, unrevoked ``token``; any other fails
         with ``status`` and a message naming where the token came from (``name``)."""
+        count = self._store.revocations()
+        entry = self._records.get(token[_TOKEN_ID])
+        if entry is not None and entry.holds(count) and entry.verified(token):
+            return entry.principal
         parts = split_token(token)
-        entry = None if parts is None else await self._entry(parts[0])
+        entry = None if parts is None else await self._entry(parts[0], count)
         if parts is None or entry is None:
             if parts is not None:  # a miss costs what a hit costs
                 hmac.compare_digest(_MISSING_HASH, hash_secret(parts[1]))
             raise AuthenticationFailed(f"{name}: unknown or revoked token", status=status)
-        record, principal = entry
-        if not secret_matches(record, parts[1]) or record.revoked_time is not None:
+        if not secret_matches(entry.record, parts[1]) or entry.record.revoked_time is not None:
             raise AuthenticationFailed(f"{name}: unknown or revoked token", status=status)
-        return principal
+        entry.text = token
+        return entry.principal
 
     async def authorize(
         self, token: str | None, workspace: Workspace, scope: str, *, unknown_status: int
@@ -144,23 +170,22 @@ class TokenVerifier:
         check_access(principal, workspace, scope)
         return principal
 
-    async def _entry(self, token_id: str) -> tuple[TokenRecord, Principal] | None:
-        """The stored record of ``token_id`` and its principal, from the cache while the
-        revocation count it was read at is still the store's."""
-        count = self._store.revocations()
+    async def _entry(self, token_id: str, count: int | None) -> _Entry | None:
+        """The stored record of ``token_id``: from the cache while it was read at
+        ``count`` (read before this call), else from the store."""
         cached = self._records.get(token_id)
-        if cached is not None and count is not None and cached[0] == count:
-            return cached[1], cached[2]
+        if cached is not None and cached.holds(count):
+            return cached
         record = await self._store.find_token(token_id)
         if record is None:
             return None
-        principal = principal_of(record)
+        entry = _Entry(count, record, principal_of(record))
         self._records.pop(token_id, None)
         if count is not None:
             if len(self._records) >= self._max_entries:
                 del self._records[next(iter(self._records))]
-            self._records[token_id] = (count, record, principal)
-        return record, principal
+            self._records[token_id] = entry
+        return entry
 
 
 def check_access(principal: Principal, workspace: Workspace, scope: str) -> None:

@@ -90,6 +90,8 @@ class RevocationListener:
                     " read from the database until it is back",
                     exc.__class__.__name__,
                 )
+            except Exception:  # never stop listening: the cache would stay untrusted
+                log.exception("token revocations: the listener failed; starting it again")
             finally:
                 self._forget()
             await asyncio.sleep(delay)
