@@ -45,13 +45,17 @@ class RevocationListener:
         self._url = url
         self._count = 0
         self._listening = False
-        self._closed = False
+        self._open = False
         self._schema: str | None = None
         self._task: asyncio.Task[None] | None = None
 
+    def open(self) -> None:
+        """Listen from the next ``value`` on (the store has started)."""
+        self._open = True
+
     def value(self) -> int | None:
         """The count, or ``None`` while not listening (then it starts listening)."""
-        if self._task is None and not self._closed:
+        if self._task is None and self._open:
             self._start()
         return self._count if self._listening else None
 
@@ -60,12 +64,14 @@ class RevocationListener:
         self._count += 1
 
     async def close(self) -> None:
-        self._closed = True
+        """Stop listening (the store stops); ``open`` starts again."""
+        self._open = False
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        self._forget()
 
     def _start(self) -> None:
         try:

@@ -96,7 +96,7 @@ class PostgresStore(Store):
             kwargs={"autocommit": True},
         )
         await self._pool.open(wait=True)
-        self._revocations = RevocationListener(self.url)
+        self._revocations.open()
         self._queue = asyncio.Queue()
         self._writer = asyncio.create_task(self._run_writer(), name="opencdp-writer")
 
