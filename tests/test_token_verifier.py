@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import httpx
 import pytest
 
 from opencdp.auth import TokenVerifier, new_token
@@ -19,6 +20,7 @@ from opencdp.store.postgres.revocations import CHANNEL
 from opencdp.store.postgres.store import PostgresStore
 from opencdp.store.sqlite.store import SQLiteStore
 from tests.backends import make_store
+from tests.conftest import TRACK, MakeToken
 from tests.read_fixtures import call
 from tests.server_process import cli
 
@@ -82,38 +84,38 @@ async def listening(store: Store) -> bool:
 
 
 def token_reads(store: Store) -> Callable[[], int]:
-    """How many times ``store`` has gone to its database for a token (or anything) so far:
-    the statements naming ``tokens`` on SQLite, connections taken from the pool on
+    """How many times ``store`` goes to its database for a token (or anything) from now
+    on: the statements naming ``tokens`` on SQLite, connections taken from the pool on
     PostgreSQL (every query of the store takes one)."""
     if isinstance(store, SQLiteStore):
         statements: list[str] = []
         store.reader().set_trace_callback(statements.append)
         return lambda: sum("FROM tokens" in s for s in statements)
     assert isinstance(store, PostgresStore)
-    return lambda: int(store.pool.get_stats().get("requests_num", 0))
+    pool = store.pool
+    before = pool.get_stats().get("requests_num", 0)
+    return lambda: int(pool.get_stats().get("requests_num", 0) - before)
 
 
 async def test_a_known_token_costs_no_query(store: Store) -> None:
     verifier, text, record = await cached_token(store)
     reads = token_reads(store)
-    before = reads()
     for _ in range(100):
         principal = await verifier.authorize(text, SHOP, "write", unknown_status=403)
         assert principal.token_id == record.token_id
-    assert reads() == before
+    assert reads() == 0
     for wrong in (forged(text), text[:-1] + "é", text + " "):  # still checked when cached
         with pytest.raises(AuthenticationFailed):
             await verifier.authorize(wrong, SHOP, "write", unknown_status=403)
-    assert reads() == before
+    assert reads() == 0
 
 
 async def test_writes_keep_the_cache(store: Store) -> None:
     verifier, text, record = await cached_token(store)
-    reads = token_reads(store)
     await store.append_calls(SHOP, [call(user_id="u1")])
-    before = reads()
+    reads = token_reads(store)
     await verifier.authorize(text, SHOP, "write", unknown_status=403)
-    assert reads() == before
+    assert reads() == 0
 
 
 async def test_an_unknown_token_is_never_cached(store: Store) -> None:
@@ -206,3 +208,22 @@ async def test_a_revocation_by_the_cli_reaches_a_server_that_cached_the_token(
     verifier, text, record = await cached_token(store)
     await asyncio.to_thread(cli, "tokens", "revoke", record.token_id, db=db_url)
     await eventually(lambda: refused(verifier, text), "the CLI's revocation reaches the cache")
+
+
+async def test_the_request_guard_and_the_write_key_path_share_the_cache(
+    store: Store, client: httpx.AsyncClient, make_token: MakeToken
+) -> None:
+    """Answers that need nothing of the store past the token (a 403) read nothing once
+    the app's one verifier knows the token, whichever way the token came."""
+    token = await make_token(scopes=("write",), accounts=None)  # every account: no write key
+    events, body = f"{TRACK}/events", {"writeKey": token, "userId": "u1", "event": "e"}
+    assert (await client.get(events, headers={"auth-token": token})).status_code == 403
+    await eventually(lambda: listening(store), "the store tells its revocation count")
+    assert (await client.post("/v1/track", json=body)).status_code == 403
+    reads = token_reads(store)
+    for _ in range(20):
+        guarded = await client.get(events, headers={"auth-token": token})
+        assert guarded.json()["error"]["message"] == "auth-token: not authorised for read access"
+        keyed = await client.post("/v1/track", json=body)
+        assert keyed.status_code == 403 and "exactly one account" in keyed.json()["message"]
+    assert reads() == 0
