@@ -196,8 +196,8 @@ def check(
             if revoke:
                 assert await store.revoke_token(made[1].token_id, NOW + 1)
         try:
-            return await auth.authorize(
-                store, sent, workspace, scope, unknown_status=unknown_status
+            return await auth.TokenVerifier(store).authorize(
+                sent, workspace, scope, unknown_status=unknown_status
             )
         except AuthenticationFailed as exc:
             return exc

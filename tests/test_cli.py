@@ -14,7 +14,7 @@ import pytest
 import uvicorn
 from click.testing import CliRunner, Result
 
-from opencdp.auth import authorize
+from opencdp.auth import TokenVerifier
 from opencdp.cli import main
 from opencdp.config import Settings
 from opencdp.demo import DEMO_WORKSPACE
@@ -334,7 +334,7 @@ def test_demo_loads_a_workspace_a_token_can_read(db: str) -> None:
         store = open_store(db)
         await store.start()
         try:
-            await authorize(store, token, DEMO_WORKSPACE, "read", unknown_status=401)
+            await TokenVerifier(store).authorize(token, DEMO_WORKSPACE, "read", unknown_status=401)
             profiles = await store.list_profiles(DEMO_WORKSPACE, ProfileQuery(size=100))
             events = await store.list_events(DEMO_WORKSPACE, EventQuery())
             return len(profiles.profiles), events.total

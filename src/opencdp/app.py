@@ -38,6 +38,7 @@ from opencdp.api.common import (
     register_convertors,
 )
 from opencdp.api.preauth import PreAuth
+from opencdp.auth import TokenVerifier
 from opencdp.config import Settings
 from opencdp.errors import MethodNotAllowed, NotFound, OpenCDPError
 from opencdp.logs import configure_logging, current_request_id
@@ -58,7 +59,8 @@ def create_app(settings: Settings, store: Store, limiter: RateLimiter | None = N
         limiter = limiter_for(settings)
     preauth = PreAuth(settings.preauth_inflations, settings.anonymous_rate)
     services = Services(
-        settings, store, limiter, ClientAddress(settings.trusted_proxies), preauth
+        settings, store, limiter, ClientAddress(settings.trusted_proxies), preauth,
+        TokenVerifier(store),
     )
     metrics = Metrics(store, limiter)  # also becomes the store's observer
     table = route_table(services, metrics.endpoints())
@@ -194,7 +196,7 @@ def _request_id(headers: list[tuple[bytes, bytes]]) -> bytes:
 
 
 def new_request_id() -> bytes:
-    """A fresh request id (a UUID; no system call: see token_cache.py)."""
+    """A fresh request id (a UUID; no system call: see store/sqlite/revocations.py)."""
     return str(uuid_utils.uuid4()).encode("ascii")
 
 

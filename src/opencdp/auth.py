@@ -13,6 +13,7 @@ import hmac
 import re
 import secrets
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from opencdp.errors import AuthenticationFailed
 from opencdp.models import Principal, TokenRecord, Workspace
@@ -23,9 +24,10 @@ SCOPES = frozenset({"read", "write"})
 #: A token's text: its id and its secret, as groups (``split_token``).
 TOKEN_PATTERN = r"ocdp_([0-9a-f]{12})_([A-Za-z0-9_-]{16,128})"
 _TOKEN = re.compile(TOKEN_PATTERN)
+_TOKEN_ID = slice(len(PREFIX) + 1, len(PREFIX) + 13)  # where a token's id stands in its text
 # Compared against when no record exists, so a miss costs what a hit costs.
 _MISSING_HASH = hashlib.sha256(b"no such token").digest()
-_MAX_CHECKED = 10_000
+_MAX_ENTRIES = 10_000
 
 
 def new_token(
@@ -92,60 +94,106 @@ def principal_of(record: TokenRecord) -> Principal:
     )
 
 
-class CheckedTokens:
-    """Valid tokens already checked against their stored record, so a repeat skips the
-    parsing, the hash and building the principal (an app keeps one: ``Services.tokens``).
+@dataclass(slots=True)
+class _Entry:
+    """A stored record as read at revocation count ``count``, and the one token text
+    last verified against it (``None`` until one is)."""
 
-    An entry, keyed by the whole token text, holds while the store answers the very
-    record object it was checked against: records are immutable, so checking again
-    would come out the same. The store answers a new object once it reads the token
-    again (on every revocation: ``store/token_cache.py``), and the token is checked
-    afresh, so a revocation still takes effect at once. Only valid tokens are kept.
+    count: int | None
+    record: TokenRecord
+    principal: Principal
+    text: str | None = None
+
+    def holds(self, count: int | None) -> bool:
+        """Whether the record is still current: read at this very (trusted) count."""
+        return count is not None and self.count == count
+
+    def verified(self, token: str) -> bool:
+        """Whether ``token`` is the text already verified against the record."""
+        return self.text is not None and token.isascii() and hmac.compare_digest(self.text, token)
+
+
+class TokenVerifier:
+    """Turns the token text of a request into its principal, with one cache for every
+    store (an app keeps one: ``Services.tokens``), so a known token costs no query.
+
+    Records are cached by token id together with the store's revocation count read
+    *before* the record was read; an entry serves only while the count is unchanged.
+    A token can change in one way only, by being revoked, and the store changes the
+    count after every committed revocation (by any process): so an entry served is
+    what the store would answer now, up to the store's bound on seeing another
+    process's revocation (``Store.revocations``). A count of ``None`` (the store
+    cannot tell yet) is never trusted. Unknown token ids are never cached, so a new
+    token works at once and made-up ids cannot fill the cache; the cache holds at
+    most ``max_entries`` records, the oldest dropped first. Every request proves its
+    secret in constant time: against the record's hash, or, for the very text that
+    last passed that check, by comparing the whole text (no parsing, no hashing).
     """
 
-    def __init__(self) -> None:
-        self._checked: dict[str, tuple[TokenRecord, Principal]] = {}
+    def __init__(self, store: Store, max_entries: int = _MAX_ENTRIES) -> None:
+        self._store = store
+        self._max_entries = max_entries
+        self._records: dict[str, _Entry] = {}
 
-    async def principal(self, store: Store, token: str) -> Principal | None:
-        """The principal of a well-formed, known, unrevoked token; ``None`` for any other."""
-        entry = self._checked.get(token)
-        if entry is not None and await store.find_token(entry[0].token_id) is entry[0]:
-            return entry[1]
-        self._checked.pop(token, None)
-        record = await _find_live_record(store, token)
+    async def principal(
+        self, token: str, *, name: str = "auth-token", status: int = 401
+    ) -> Principal:
+        """The principal of a well-formed, known, unrevoked ``token``; any other fails
+        with ``status`` and a message naming where the token came from (``name``)."""
+        count = self._store.revocations()
+        entry = self._records.get(token[_TOKEN_ID])
+        if entry is not None and entry.holds(count) and entry.verified(token):
+            return entry.principal
+        parts = split_token(token)
+        entry = None if parts is None else await self._entry(parts[0], count)
+        if parts is None or entry is None:
+            if parts is not None:  # a miss costs what a hit costs
+                hmac.compare_digest(_MISSING_HASH, hash_secret(parts[1]))
+            raise AuthenticationFailed(f"{name}: unknown or revoked token", status=status)
+        if not secret_matches(entry.record, parts[1]) or entry.record.revoked_time is not None:
+            raise AuthenticationFailed(f"{name}: unknown or revoked token", status=status)
+        entry.text = token
+        return entry.principal
+
+    async def authorize(
+        self, token: str | None, workspace: Workspace, scope: str, *, unknown_status: int
+    ) -> Principal:
+        """The principal of ``token`` if it may use ``scope`` in ``workspace``.
+
+        A missing, malformed, unknown or revoked token fails with ``unknown_status``
+        (403 on tracking calls, 401 on read calls); a valid token without access to the
+        workspace or the scope fails with 403.
+        """
+        if not token:
+            raise AuthenticationFailed("auth-token: missing", status=unknown_status)
+        principal = await self.principal(token, status=unknown_status)
+        check_access(principal, workspace, scope)
+        return principal
+
+    async def _entry(self, token_id: str, count: int | None) -> _Entry | None:
+        """The stored record of ``token_id``: from the cache while it was read at
+        ``count`` (read before this call), else from the store."""
+        cached = self._records.get(token_id)
+        if cached is not None and cached.holds(count):
+            return cached
+        record = await self._store.find_token(token_id)
         if record is None:
             return None
-        if len(self._checked) >= _MAX_CHECKED:
-            self._checked.clear()
-        self._checked[token] = (record, principal_of(record))
-        return self._checked[token][1]
+        entry = _Entry(count, record, principal_of(record))
+        self._records.pop(token_id, None)
+        if count is not None:
+            if len(self._records) >= self._max_entries:
+                del self._records[next(iter(self._records))]
+            self._records[token_id] = entry
+        return entry
 
 
-async def authorize(
-    store: Store,
-    token: str | None,
-    workspace: Workspace,
-    scope: str,
-    *,
-    unknown_status: int,
-    checked: CheckedTokens | None = None,
-) -> Principal:
-    """The principal of ``token`` if it may use ``scope`` in ``workspace``.
-
-    A missing, malformed, unknown or revoked token fails with ``unknown_status``
-    (403 on tracking calls, 401 on read calls); a valid token without access to the
-    workspace or the scope fails with 403.
-    """
-    if not token:
-        raise AuthenticationFailed("auth-token: missing", status=unknown_status)
-    principal = await (checked or CheckedTokens()).principal(store, token)
-    if principal is None:
-        raise AuthenticationFailed("auth-token: unknown or revoked token", status=unknown_status)
+def check_access(principal: Principal, workspace: Workspace, scope: str) -> None:
+    """403 unless ``principal`` covers ``workspace`` and holds ``scope``."""
     if not _covers(principal, workspace):
         raise AuthenticationFailed("auth-token: not authorised for this workspace", status=403)
     if scope not in principal.scopes:
         raise AuthenticationFailed(f"auth-token: not authorised for {scope} access", status=403)
-    return principal
 
 
 def _covers(principal: Principal, workspace: Workspace) -> bool:
@@ -154,20 +202,6 @@ def _covers(principal: Principal, workspace: Workspace) -> bool:
         and (principal.accounts is None or workspace.account_id in principal.accounts)
         and (principal.brands is None or workspace.brand_id in principal.brands)
     )
-
-
-async def _find_live_record(store: Store, token: str) -> TokenRecord | None:
-    parts = split_token(token)
-    if parts is None:
-        return None
-    token_id, secret = parts
-    record = await store.find_token(token_id)
-    if record is None:
-        hmac.compare_digest(_MISSING_HASH, hash_secret(secret))
-        return None
-    if not secret_matches(record, secret) or record.revoked_time is not None:
-        return None
-    return record
 
 
 def _check_part(kind: str, value: str) -> None:

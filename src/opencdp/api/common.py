@@ -33,7 +33,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from opencdp.api.preauth import PreAuth
-from opencdp.auth import CheckedTokens, authorize
+from opencdp.auth import TokenVerifier
 from opencdp.config import Settings
 from opencdp.errors import (
     InvalidRequest,
@@ -125,7 +125,7 @@ class Services:
     limiter: RateLimiter
     client_address: ClientAddress
     preauth: PreAuth
-    tokens: CheckedTokens = field(default_factory=CheckedTokens)
+    tokens: TokenVerifier
 
 
 @dataclass(frozen=True)
@@ -245,13 +245,8 @@ async def guard(
     if scope["method"] == "POST":
         check_content_type(_text(headers.get(b"content-type")))
     token = _text(headers.get(b"auth-token"))
-    principal = await authorize(
-        services.store,
-        token,
-        workspace,
-        access,
-        unknown_status=unknown_status,
-        checked=services.tokens,
+    principal = await services.tokens.authorize(
+        token, workspace, access, unknown_status=unknown_status
     )
     await take_rate(scope, services, principal.token_id)
     return principal

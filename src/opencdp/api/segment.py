@@ -44,7 +44,7 @@ from opencdp.api.common import (
 )
 from opencdp.api.preauth import candidate_keys
 from opencdp.api.tracking import BatchAccepted, CallAccepted
-from opencdp.auth import authorize, secret_matches, split_token
+from opencdp.auth import check_access
 from opencdp.config import is_host
 from opencdp.errors import (
     AuthenticationFailed,
@@ -54,7 +54,7 @@ from opencdp.errors import (
     UnsupportedMediaType,
 )
 from opencdp.ingest import decode_json_object
-from opencdp.models import TokenRecord, Workspace
+from opencdp.models import Principal, Workspace
 
 BATCH_PATHS = ("batch", "import", "b")
 ERRORS = (400, 401, 403, 405, 413, 415, 429, 503)
@@ -255,7 +255,7 @@ def _inflated_keys(data: bytes, limit: int) -> tuple[bytes, list[str]]:
 async def _any_live(services: Services, keys: list[str]) -> bool:
     for key in keys:
         try:
-            await _token_record(services, key)
+            await services.tokens.principal(key, name="writeKey")
         except AuthenticationFailed:
             continue
         return True
@@ -264,31 +264,20 @@ async def _any_live(services: Services, keys: list[str]) -> bool:
 
 async def _authenticate(request: Request, services: Services, key: str) -> Workspace:
     """The one workspace a write key names; 401 for an unknown key; then the rate limit."""
-    record = await _token_record(services, key)
-    workspace = _only_workspace(record)
-    principal = await authorize(
-        services.store, key, workspace, "write", unknown_status=401, checked=services.tokens
-    )
+    principal = await services.tokens.principal(key, name="writeKey")
+    workspace = _only_workspace(principal)
+    check_access(principal, workspace, "write")
     await take_rate(request.scope, services, principal.token_id)
     return workspace
 
 
-async def _token_record(services: Services, key: str) -> TokenRecord:
-    parts = split_token(key)
-    record = None if parts is None else await services.store.find_token(parts[0])
-    live = record is not None and record.revoked_time is None
-    if parts is None or record is None or not live or not secret_matches(record, parts[1]):
-        raise AuthenticationFailed("writeKey: unknown or revoked token", status=401)
-    return record
-
-
-def _only_workspace(record: TokenRecord) -> Workspace:
-    accounts, brands = record.accounts or (), record.brands or ()
+def _only_workspace(principal: Principal) -> Workspace:
+    accounts, brands = principal.accounts or (), principal.brands or ()
     if len(accounts) != 1 or len(brands) != 1:
         raise AuthenticationFailed(
             "writeKey: the token must name exactly one account and one brand", status=403
         )
-    return Workspace(record.client_id, accounts[0], brands[0])
+    return Workspace(principal.client_id, next(iter(accounts)), next(iter(brands)))
 
 
 def basic_user(authorization: str | None) -> str | None:

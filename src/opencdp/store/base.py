@@ -165,7 +165,20 @@ class Store(ABC):
     async def add_token(self, token: TokenRecord) -> None: ...
 
     @abstractmethod
-    async def find_token(self, token_id: str) -> TokenRecord | None: ...
+    async def find_token(self, token_id: str) -> TokenRecord | None:
+        """The stored record of ``token_id`` (revoked or not), read from the database;
+        ``auth.TokenVerifier`` caches it against ``revocations``."""
+
+    @abstractmethod
+    def revocations(self) -> int | None:
+        """A count that changes after every committed revocation, by any process, read
+        without a query (it is asked on every request). ``None`` while the store cannot
+        tell: then no cached token record may be trusted.
+
+        A record read after this count was read is current for as long as the count
+        is unchanged, up to how late the store sees another process's revocation: at
+        once on SQLite (a shared file), a notification's delivery on PostgreSQL.
+        """
 
     @abstractmethod
     async def list_tokens(self) -> list[TokenRecord]: ...

@@ -42,6 +42,7 @@ from opencdp.store.migrations import load_migrations
 from opencdp.store.postgres import bulk as postgres_bulk
 from opencdp.store.postgres import reads
 from opencdp.store.postgres.append import PostgresBatch
+from opencdp.store.postgres.revocations import RevocationListener
 from opencdp.store.read_sql import FIRST_WALKS, Window
 
 log = logging.getLogger("opencdp.store")
@@ -80,6 +81,7 @@ class PostgresStore(Store):
         self._writer: asyncio.Task[None] | None = None
         self._workspaces: dict[Workspace, int] = {}
         self._cursor_secret: bytes | None = None
+        self._revocations = RevocationListener(url)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> PostgresStore:
@@ -94,6 +96,7 @@ class PostgresStore(Store):
             kwargs={"autocommit": True},
         )
         await self._pool.open(wait=True)
+        self._revocations.open()
         self._queue = asyncio.Queue()
         self._writer = asyncio.create_task(self._run_writer(), name="opencdp-writer")
 
@@ -102,6 +105,7 @@ class PostgresStore(Store):
             await self._queue.put(None)
             await self._writer
             self._writer = None
+        await self._revocations.close()
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -349,6 +353,9 @@ class PostgresStore(Store):
             row = await cursor.fetchone()
         return None if row is None else _token_from_row(row)
 
+    def revocations(self) -> int | None:
+        return self._revocations.value()
+
     async def list_tokens(self) -> list[TokenRecord]:
         async with self.pool.connection() as conn:
             cursor = await conn.execute(read_sql.TOKEN_SELECT + " ORDER BY created_time, token_id")
@@ -360,6 +367,7 @@ class PostgresStore(Store):
                 "UPDATE tokens SET revoked_time = %s WHERE token_id = %s AND revoked_time IS NULL",
                 (when, token_id),
             )
+            self._revocations.bump()  # committed (autocommit); other servers are notified
             return cursor.rowcount > 0
 
 

@@ -42,13 +42,8 @@ from opencdp.store.read_sql import FIRST_WALKS, Window
 from opencdp.store.sqlite import bulk as sqlite_bulk
 from opencdp.store.sqlite import reads
 from opencdp.store.sqlite.connection import connect, sqlite_path
+from opencdp.store.sqlite.revocations import RevocationCount, bump_revocations, revocations_path
 from opencdp.store.sqlite.writer_client import GroupCommitWriter
-from opencdp.store.token_cache import (
-    RevocationCount,
-    TokenCache,
-    bump_revocations,
-    revocations_path,
-)
 
 T = TypeVar("T")
 
@@ -73,7 +68,6 @@ class SQLiteStore(Store):
         self._readers_lock = threading.Lock()
         self._workspace_ids: dict[Workspace, int] = {}
         self._cursor_secret: bytes | None = None
-        self.tokens = TokenCache()
         self._revocations: RevocationCount | None = None
 
     @classmethod
@@ -276,17 +270,12 @@ class SQLiteStore(Store):
         )
 
     async def find_token(self, token_id: str) -> TokenRecord | None:
-        version = -1 if self._revocations is None else self._revocations.value()
-        cached = self.tokens.get(token_id, version)
-        if cached is not None:
-            return cached
         select = read_sql.TOKEN_SELECT + " WHERE token_id = ?"
         row = self.reader().execute(select, (token_id,)).fetchone()
-        if row is None:
-            return None
-        record = _token_from_row(row)
-        self.tokens.put(record, version)
-        return record
+        return None if row is None else _token_from_row(row)
+
+    def revocations(self) -> int | None:
+        return None if self._revocations is None else self._revocations.value()
 
     async def list_tokens(self) -> list[TokenRecord]:
         rows = self.reader().execute(read_sql.TOKEN_SELECT + " ORDER BY created_time, token_id")
@@ -297,7 +286,6 @@ class SQLiteStore(Store):
             "UPDATE tokens SET revoked_time = ? WHERE token_id = ? AND revoked_time IS NULL",
             (when, token_id),
         )
-        self.tokens.forget(token_id)
         bump_revocations(self._revocations_path)
         return changed > 0
 
