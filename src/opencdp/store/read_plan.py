@@ -193,6 +193,37 @@ class ListProfiles(Read[ProfilePage]):
         return ProfilePage([], self.query.after)
 
 
+class PlannedReads(ABC):
+    """A store's read methods (``Store.list_events``…), each a ``Read`` that the store
+    runs with ``_read``: the only read code a back-end writes."""
+
+    __slots__ = ()
+
+    async def list_events(self, workspace: Workspace, query: EventQuery) -> EventPage:
+        return await self._read(workspace, ListEvents(query))
+
+    async def get_event(self, workspace: Workspace, event_id: str) -> StoredEvent | None:
+        return await self._read(workspace, GetEvent(event_id))
+
+    async def find_profiles(
+        self,
+        workspace: Workspace,
+        ref: ProfileRef,
+        *,
+        with_events: bool = False,
+        page: Window = FIRST_WALKS,
+    ) -> list[StoredProfile]:
+        return await self._read(workspace, FindProfiles(ref, with_events, page))
+
+    async def list_profiles(self, workspace: Workspace, query: ProfileQuery) -> ProfilePage:
+        return await self._read(workspace, ListProfiles(query))
+
+    @abstractmethod
+    async def _read(self, workspace: Workspace, read: Read[T]) -> T:
+        """``read.plan`` run in one snapshot of the workspace, within the read limits;
+        ``read.nothing()`` when the store holds nothing of the workspace."""
+
+
 # -- look-ups ----------------------------------------------------------------------------
 
 

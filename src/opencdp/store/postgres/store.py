@@ -23,14 +23,7 @@ from opencdp.models import (
     Accepted,
     BulkProfile,
     Call,
-    EventPage,
-    EventQuery,
-    ProfilePage,
-    ProfileQuery,
-    ProfileRef,
     PropertyIndex,
-    StoredEvent,
-    StoredProfile,
     TokenRecord,
     Workspace,
 )
@@ -44,16 +37,7 @@ from opencdp.store.postgres import bulk as postgres_bulk
 from opencdp.store.postgres import reads
 from opencdp.store.postgres.append import PostgresBatch
 from opencdp.store.postgres.dialect import POSTGRES
-from opencdp.store.read_plan import (
-    FIRST_WALKS,
-    FindProfiles,
-    GetEvent,
-    ListEvents,
-    ListProfiles,
-    Read,
-    Scope,
-    Window,
-)
+from opencdp.store.read_plan import PlannedReads, Read, Scope
 
 log = logging.getLogger("opencdp.store")
 T = TypeVar("T")
@@ -68,7 +52,7 @@ class _Submission:
     future: asyncio.Future[list[Accepted]]
 
 
-class PostgresStore(Store):
+class PostgresStore(PlannedReads, Store):
     def __init__(
         self,
         url: str,
@@ -245,25 +229,6 @@ class PostgresStore(Store):
         return created[ws]
 
     # -- reads: one REPEATABLE READ transaction each ----------------------------------
-
-    async def list_events(self, workspace: Workspace, query: EventQuery) -> EventPage:
-        return await self._read(workspace, ListEvents(query))
-
-    async def get_event(self, workspace: Workspace, event_id: str) -> StoredEvent | None:
-        return await self._read(workspace, GetEvent(event_id))
-
-    async def find_profiles(
-        self,
-        workspace: Workspace,
-        ref: ProfileRef,
-        *,
-        with_events: bool = False,
-        page: Window = FIRST_WALKS,
-    ) -> list[StoredProfile]:
-        return await self._read(workspace, FindProfiles(ref, with_events, page))
-
-    async def list_profiles(self, workspace: Workspace, query: ProfileQuery) -> ProfilePage:
-        return await self._read(workspace, ListProfiles(query))
 
     async def cursor_secret(self) -> bytes:
         if self._cursor_secret is None:

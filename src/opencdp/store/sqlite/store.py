@@ -22,14 +22,7 @@ from opencdp.models import (
     Accepted,
     BulkProfile,
     Call,
-    EventPage,
-    EventQuery,
-    ProfilePage,
-    ProfileQuery,
-    ProfileRef,
     PropertyIndex,
-    StoredEvent,
-    StoredProfile,
     TokenRecord,
     Workspace,
 )
@@ -38,16 +31,7 @@ from opencdp.store.base import ObserverOf, Store
 from opencdp.store.dialect import property_index
 from opencdp.store.guarded_reads import ReadLimits
 from opencdp.store.migrations import load_migrations
-from opencdp.store.read_plan import (
-    FIRST_WALKS,
-    FindProfiles,
-    GetEvent,
-    ListEvents,
-    ListProfiles,
-    Read,
-    Scope,
-    Window,
-)
+from opencdp.store.read_plan import PlannedReads, Read, Scope
 from opencdp.store.sqlite import bulk as sqlite_bulk
 from opencdp.store.sqlite import reads
 from opencdp.store.sqlite.connection import connect, sqlite_path
@@ -62,7 +46,7 @@ from opencdp.store.token_cache import (
 
 T = TypeVar("T")
 
-class SQLiteStore(Store):
+class SQLiteStore(PlannedReads, Store):
     def __init__(
         self,
         path: str,
@@ -174,25 +158,6 @@ class SQLiteStore(Store):
         return await asyncio.to_thread(run)
 
     # -- reads: in a worker thread, on that thread's read connection --------------------
-
-    async def list_events(self, workspace: Workspace, query: EventQuery) -> EventPage:
-        return await self._read(workspace, ListEvents(query))
-
-    async def get_event(self, workspace: Workspace, event_id: str) -> StoredEvent | None:
-        return await self._read(workspace, GetEvent(event_id))
-
-    async def find_profiles(
-        self,
-        workspace: Workspace,
-        ref: ProfileRef,
-        *,
-        with_events: bool = False,
-        page: Window = FIRST_WALKS,
-    ) -> list[StoredProfile]:
-        return await self._read(workspace, FindProfiles(ref, with_events, page))
-
-    async def list_profiles(self, workspace: Workspace, query: ProfileQuery) -> ProfilePage:
-        return await self._read(workspace, ListProfiles(query))
 
     async def cursor_secret(self) -> bytes:
         if self._cursor_secret is None:
