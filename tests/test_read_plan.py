@@ -41,21 +41,21 @@ def test_a_reference_leads_through_merges_to_the_live_profile(d: Dialect) -> Non
     merged_into = {7: 9, 9: 12, 12: None}
 
     def answer(statement: Statement) -> list[tuple[Any, ...]]:
-        if "FROM identities" in statement.sql:
+        if "FROM identities" in statement[0]:
             return [(7,)]
-        return [(merged_into[statement.params[0]],)]
+        return [(merged_into[statement[1][0]],)]
 
     pks, statements = drive(resolve(Scope(d, WS, 1), ProfileRef("userId", "u")), answer)
     assert pks == [12]
-    assert [s.params for s in statements] == [(1, "user", "u"), (7,), (9,), (12,)]
+    assert [params for _, params in statements] == [(1, "user", "u"), (7,), (9,), (12,)]
 
 
 @pytest.mark.parametrize("d", DIALECTS)
 def test_a_merge_cycle_ends_the_walk(d: Dialect) -> None:
     def answer(statement: Statement) -> list[tuple[Any, ...]]:
-        if "FROM identities" in statement.sql:
+        if "FROM identities" in statement[0]:
             return [(1,)]
-        return [(3 - statement.params[0],)]  # 1 → 2 → 1 …
+        return [(3 - statement[1][0],)]  # 1 → 2 → 1 …
 
     pks, statements = drive(resolve(Scope(d, WS, 1), ProfileRef("anonymousId", "a")), answer)
     assert pks == [1]
@@ -69,7 +69,7 @@ def test_events_carry_the_workspace_read_and_decoded_raw_data(d: Dialect) -> Non
     row = ("e1", "product_added", T0, T0 + 1, "u", None, stored, "p1", "x1", "")
 
     def answer(statement: Statement) -> list[tuple[Any, ...]]:
-        return [(1,)] if statement.sql.startswith("SELECT count(*)") else [row]
+        return [(1,)] if statement[0].startswith("SELECT count(*)") else [row]
 
     page, statements = drive(ListEvents(EventQuery()).plan(Scope(d, WS, 5)), answer)
     assert page.total == 1
@@ -115,7 +115,7 @@ def test_only_the_dialect_parts_differ(query: EventQuery) -> None:
     the statements are the same on both stores."""
 
     def plain(statement: Statement) -> str:
-        sql = re.sub(r"INDEXED BY \w+", "", statement.sql.replace("%s", "?"))
+        sql = re.sub(r"INDEXED BY \w+", "", statement[0].replace("%s", "?"))
         sql = re.sub(r"([\w.]+) (NOT )?IN \((\?, )*\?\)", r"\2\1 ∈ ?", sql)  # SQLite's lists
         sql = re.sub(r"(NOT )?\(([\w.]+) = ANY\(\?\)\)", r"\1\2 ∈ ?", sql)  # PostgreSQL's
         return " ".join(sql.replace("CROSS JOIN", "JOIN").split())

@@ -15,17 +15,14 @@ from __future__ import annotations
 import hashlib
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from typing import Any, ClassVar, NamedTuple
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, TypeAlias
 
 from opencdp.store.number_text import number_forms
 
-
-class Statement(NamedTuple):
-    """One SQL statement in the store's own marks, and its parameters."""
-
-    sql: str
-    params: Sequence[Any]
+#: One SQL statement in the store's own marks, and its parameters (a plain tuple: a
+#: read makes several, on the hot path).
+Statement: TypeAlias = tuple[str, Sequence[Any]]
 
 
 class Dialect(ABC):
@@ -37,14 +34,12 @@ class Dialect(ABC):
     number_types: ClassVar[str]
     #: Whether the store prints a JSON number in plain decimals (else as it was written).
     plain_numbers: ClassVar[bool]
+    #: A JSON column's value as Python data.
+    decode: Callable[[Any], Any]
 
     @abstractmethod
     def statement(self, sql: str, params: Sequence[Any]) -> Statement:
         """``sql`` written with ``?`` marks, in the store's own marks."""
-
-    @abstractmethod
-    def decode(self, value: Any) -> Any:
-        """A JSON column's value as Python data."""
 
     @abstractmethod
     def index(self, name: str) -> str:

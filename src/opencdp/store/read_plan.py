@@ -56,7 +56,9 @@ PROFILE_COLUMNS = (
     "pk, id, external_id, traits, anonymous_ids, audiences, created_by, created_time,"
     " last_activity, first_events, last_events"
 )
+#: The declared property paths (``Store.list_property_indexes``; filters walk their index).
 PROPERTY_INDEXES_SELECT = "SELECT path, created_time FROM property_indexes ORDER BY path"
+#: Stored tokens, as ``token_from_row`` reads them.
 TOKEN_SELECT = (
     "SELECT token_id, secret_hash, client_id, accounts, brands, scopes, created_time,"
     " revoked_time, name FROM tokens"
@@ -64,7 +66,7 @@ TOKEN_SELECT = (
 _MAX_MERGE_HOPS = 64
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Scope:
     """Where a read runs: the store's dialect, the workspace and its row id there."""
 
@@ -100,7 +102,7 @@ class Read(ABC, Generic[T]):
         """The answer for a workspace the store holds nothing of yet."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ListEvents(Read[EventPage]):
     """A page of the query's events and its capped total."""
 
@@ -125,7 +127,7 @@ class ListEvents(Read[EventPage]):
         return EventPage(0, [])
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class GetEvent(Read[StoredEvent | None]):
     event_id: str
 
@@ -137,7 +139,7 @@ class GetEvent(Read[StoredEvent | None]):
         return None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FindProfiles(Read[list[StoredProfile]]):
     """The profiles a reference names (for an email, the ``page`` of them), with their
     first/last events when asked: a look-up by event id each, never a scan."""
@@ -169,7 +171,7 @@ class FindProfiles(Read[list[StoredProfile]]):
         return []
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ListProfiles(Read[ProfilePage]):
     query: ProfileQuery
 
@@ -196,8 +198,6 @@ class ListProfiles(Read[ProfilePage]):
 class PlannedReads(ABC):
     """A store's read methods (``Store.list_events``…), each a ``Read`` that the store
     runs with ``_read``: the only read code a back-end writes."""
-
-    __slots__ = ()
 
     async def list_events(self, workspace: Workspace, query: EventQuery) -> EventPage:
         return await self._read(workspace, ListEvents(query))

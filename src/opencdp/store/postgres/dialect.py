@@ -23,9 +23,10 @@ class PostgresDialect(Dialect):
     plain_numbers = True
 
     def statement(self, sql: str, params: Sequence[Any]) -> Statement:
-        return Statement(sql.replace("?", "%s"), params)
+        return sql.replace("?", "%s"), params
 
-    def decode(self, value: Any) -> Any:
+    @staticmethod
+    def decode(value: Any) -> Any:
         """psycopg has already decoded ``jsonb`` columns."""
         return value
 

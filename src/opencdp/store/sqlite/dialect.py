@@ -16,20 +16,16 @@ import msgspec
 
 from opencdp.store.dialect import Dialect, Statement, property_index
 
-_decode = msgspec.json.decode
-
 
 class SQLiteDialect(Dialect):
     join = "CROSS JOIN"
     number_types = "('integer', 'real')"
     plain_numbers = False
+    #: JSON columns are text.
+    decode = msgspec.json.Decoder().decode
 
     def statement(self, sql: str, params: Sequence[Any]) -> Statement:
-        return Statement(sql, params)
-
-    def decode(self, value: Any) -> Any:
-        """JSON columns are text."""
-        return _decode(value)
+        return sql, params
 
     def index(self, name: str) -> str:
         return f"INDEXED BY {name}"
