@@ -86,9 +86,8 @@ vendor-swagger-ui:
 # pyproject.toml); the survivors are listed at the end. Not part of make test. It stops
 # after MUTATE_SECONDS; run it again to go on where it stopped.
 MUTATE_SECONDS ?= 1800
-MUTANTS := $(foreach f,created_sql activity_sql walks,'opencdp.store.read_sql.x_$(f)__*') \
-	$(foreach m,sqlite.reads postgres.reads,$(foreach f,resolve events_by_ids workspace_id \
-	_profile_pks,'opencdp.store.$(m).x_$(f)__*')) 'opencdp.identity.*' \
+MUTANTS := 'opencdp.store.event_walks.x_walks__*' $(foreach f,created_sql activity_sql resolve \
+	events_by_ids workspace_id _profile_pks,'opencdp.store.read_plan.x_$(f)__*') 'opencdp.identity.*' \
 	$(foreach f,settle split_answers commit_counts,'opencdp.store.batching.x_$(f)__*') \
 	$(foreach f,_commit_group _write _write_alone,'opencdp.store.postgres.store.*$(f)__mutmut_*') \
 	$(foreach f,authorize _covers _find_live_record split_token secret_matches,'opencdp.auth.x_$(f)__*') \

@@ -11,9 +11,11 @@ from typing import Any
 import pytest
 
 from opencdp.models import EventQuery, PropertyIndex
-from opencdp.store import read_sql
 from opencdp.store.base import Store
+from opencdp.store.dialect import property_index
+from opencdp.store.event_walks import Filters, count_sql, page_sql, walks
 from opencdp.store.postgres import reads as postgres_reads
+from opencdp.store.postgres.dialect import POSTGRES
 from opencdp.store.postgres.store import PostgresStore
 from tests.backends import postgres_schema
 from tests.read_fixtures import T0, WS, call, read_all, send
@@ -132,15 +134,12 @@ async def test_postgresql_plans_walk_the_declared_index() -> None:
             async with store.pool.connection() as conn:
                 ws = await postgres_reads.workspace_id(conn, WS)
                 assert ws is not None
-                walk = read_sql.walks(ws, query, None, {path})[0]
-                filters = read_sql.Filters(read_sql.POSTGRES, query)
+                walk = walks(ws, query, None, {path})[0]
+                filters = Filters(POSTGRES, query)
                 await conn.execute("SET enable_seqscan = off")
-                for sql, params in (
-                    read_sql.count_sql(filters, walk),
-                    read_sql.page_sql(filters, [walk], query),
-                ):
+                for sql, params in (count_sql(filters, walk), page_sql(filters, [walk], query)):
                     plan = await postgres_reads.rows(conn, "EXPLAIN " + sql, params)
-                    assert read_sql.property_index(path) in str(plan), plan
+                    assert property_index(path) in str(plan), plan
             page = await store.list_events(WS, query)
             assert page.total == 1
         finally:
@@ -170,7 +169,7 @@ async def test_postgresql_rebuilds_indexes_declared_before_the_prefix() -> None:
         store = PostgresStore(url)
         await store.start()
         try:
-            name, whole = read_sql.property_index("note"), "(raw #>> ARRAY['properties', 'note'])"
+            name, whole = property_index("note"), "(raw #>> ARRAY['properties', 'note'])"
             async with store.pool.connection() as conn:
                 await conn.execute(f"DROP INDEX IF EXISTS {name}")
                 await conn.execute(
@@ -192,8 +191,8 @@ async def test_postgresql_rebuilds_indexes_declared_before_the_prefix() -> None:
                 assert '(workspace_id, "left"((raw #>>' in str(definition), definition
                 ws = await postgres_reads.workspace_id(conn, WS)
                 assert ws is not None
-                walk = read_sql.walks(ws, query, None, {"note"})[0]
-                sql, params = read_sql.count_sql(read_sql.Filters(read_sql.POSTGRES, query), walk)
+                walk = walks(ws, query, None, {"note"})[0]
+                sql, params = count_sql(Filters(POSTGRES, query), walk)
                 await conn.execute("SET enable_seqscan = off")
                 plan = await postgres_reads.rows(conn, "EXPLAIN " + sql, params)
                 assert name in str(plan), plan

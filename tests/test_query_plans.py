@@ -16,9 +16,11 @@ from typing import Any
 import pytest
 
 from opencdp.models import EventKey, EventQuery, ProfileKey, ProfileQuery, ProfileRef
-from opencdp.store.read_sql import property_index
+from opencdp.store.dialect import property_index
+from opencdp.store.read_plan import FindProfiles, GetEvent, ListEvents, ListProfiles, Read, Scope
 from opencdp.store.sqlite import reads
 from opencdp.store.sqlite.connection import connect
+from opencdp.store.sqlite.dialect import SQLITE
 from opencdp.store.sqlite.store import SQLiteStore
 from tests.read_fixtures import T0, WS, call, send
 
@@ -55,6 +57,11 @@ def _run(path: str, work: Callable[[sqlite3.Connection], Any]) -> list[str]:
     finally:
         conn.close()
     return [s for s in statements if s.split()[0].upper() not in ("BEGIN", "COMMIT")]
+
+
+def _read(conn: sqlite3.Connection, ws: int, read: Read[Any]) -> Any:
+    """``read`` as the store runs it, on ``conn``."""
+    return reads.run(conn, read.plan(Scope(SQLITE, WS, ws)))
 
 
 def _plan(path: str, sql: str) -> list[str]:
@@ -114,14 +121,14 @@ def _assert_indexed(path: str, statements: list[str]) -> None:
 async def test_event_queries(database: tuple[str, int], shape: str) -> None:
     path, ws = database
     query = EVENT_SHAPES[shape]
-    _assert_indexed(path, _run(path, lambda conn: reads.list_events(conn, ws, query)))
+    _assert_indexed(path, _run(path, lambda conn: _read(conn, ws, ListEvents(query))))
 
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("ref", PROFILE_REFS, ids=str)
 async def test_profile_look_ups(database: tuple[str, int], ref: ProfileRef) -> None:
     path, ws = database
-    statements = _run(path, lambda conn: reads.find_profiles(conn, ws, ref, with_events=True))
+    statements = _run(path, lambda conn: _read(conn, ws, FindProfiles(ref, with_events=True)))
     _assert_indexed(path, statements)
 
 
@@ -130,7 +137,7 @@ async def test_profile_look_ups(database: tuple[str, int], ref: ProfileRef) -> N
 async def test_profile_listings(database: tuple[str, int], shape: str) -> None:
     path, ws = database
     query = LISTINGS[shape]
-    _assert_indexed(path, _run(path, lambda conn: reads.list_profiles(conn, ws, query)))
+    _assert_indexed(path, _run(path, lambda conn: _read(conn, ws, ListProfiles(query))))
 
 
 @pytest.mark.anyio
@@ -138,7 +145,7 @@ async def test_event_by_id_workspace_and_secret(database: tuple[str, int]) -> No
     path, ws = database
 
     def work(conn: sqlite3.Connection) -> None:
-        reads.get_event(conn, ws, "01a20329-89ab-7729-b9a7-5b87ce1134bb")
+        _read(conn, ws, GetEvent("01a20329-89ab-7729-b9a7-5b87ce1134bb"))
         reads.workspace_id(conn, WS)
         reads.setting(conn, "cursor_key")
 
@@ -157,7 +164,7 @@ async def test_a_declared_property_walks_its_index_in_order(
         properties=(("a.b", "1"), ("c", "x")), exclude=("page",), start=T0, after=AFTER,
         sort="asc" if sort == "asc" else "desc",
     )
-    statements = _run(path, lambda conn: reads.list_events(conn, ws, query))
+    statements = _run(path, lambda conn: _read(conn, ws, ListEvents(query)))
     on_events = [_plan(path, sql) for sql in statements if "FROM events" in sql]
     assert len(on_events) == 2  # the total and the page
     seek = f"SEARCH e USING INDEX {property_index('a.b')} (workspace_id=? AND <expr>=?"

@@ -41,7 +41,7 @@ from opencdp.queries import (
     parse_profile_list_params,
     parse_profile_ref,
 )
-from opencdp.store.read_sql import Window
+from opencdp.store.read_plan import Window
 
 #: Profiles in one answer of an ``email:`` look-up; ``scrollId`` continues.
 EMAIL_PAGE = 100

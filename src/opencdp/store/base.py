@@ -25,7 +25,7 @@ from opencdp.models import (
     TokenRecord,
     Workspace,
 )
-from opencdp.store.read_sql import FIRST_WALKS, Window
+from opencdp.store.read_plan import FIRST_WALKS, Window
 
 
 class StoreObserver:

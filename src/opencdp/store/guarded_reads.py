@@ -4,24 +4,21 @@ Both stores run every read through ``ReadLimits.lane`` (a workspace holds at mos
 ``per_workspace`` readers; the rest wait, at most the budget, so one tenant's heavy
 queries leave readers free for everyone else) and end a query that runs past the
 budget with ``ReadTimedOut``: SQLite through a progress handler on the reader
-connection (``sqlite_deadline``), PostgreSQL through ``statement_timeout``.
+connection (``sqlite.reads.deadline``), PostgreSQL through ``statement_timeout``
+(``postgres.reads.snapshot``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
-import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from opencdp.config import Settings
 from opencdp.errors import Unavailable
 from opencdp.models import Workspace
 
-#: SQLite virtual-machine steps between two looks at the clock (a look costs ~0.1 µs).
-_PROGRESS_STEPS = 4000
 _HINT = (
     "a filter on a property path that is not declared scans the workspace's events: "
     "declare it with `opencdp properties index PATH`, or narrow the query (startTime/endTime)"
@@ -87,23 +84,3 @@ class ReadLimits:
 class _Lane:
     slots: asyncio.Semaphore
     users: int = 0
-
-
-@contextmanager
-def sqlite_deadline(conn: sqlite3.Connection, limits: ReadLimits) -> Iterator[None]:
-    """Interrupt whatever ``conn`` runs once the budget is spent → ``ReadTimedOut``."""
-    end = time.monotonic() + limits.seconds
-    conn.set_progress_handler(lambda: time.monotonic() > end, _PROGRESS_STEPS)
-    try:
-        yield
-    except sqlite3.OperationalError as exc:
-        if str(exc) != "interrupted":
-            raise
-        raise ReadTimedOut(limits.timeout_ms) from None
-    finally:
-        conn.set_progress_handler(None, 0)
-
-
-def postgres_timeout_sql(limits: ReadLimits) -> str:
-    """The statement that gives each query of a PostgreSQL read transaction the budget."""
-    return f"SET LOCAL statement_timeout = {int(limits.timeout_ms)}"

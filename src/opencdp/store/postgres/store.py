@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -18,32 +18,27 @@ import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from opencdp.errors import ProfileNotFound, Unavailable
+from opencdp.errors import Unavailable
 from opencdp.models import (
     Accepted,
     BulkProfile,
     Call,
-    EventPage,
-    EventQuery,
-    ProfilePage,
-    ProfileQuery,
-    ProfileRef,
     PropertyIndex,
-    StoredEvent,
-    StoredProfile,
     TokenRecord,
     Workspace,
 )
-from opencdp.store import read_sql
+from opencdp.store import read_plan
 from opencdp.store.base import Store
 from opencdp.store.batching import by_workspace, commit_counts, settle, split_answers
-from opencdp.store.guarded_reads import ReadLimits, ReadTimedOut, postgres_timeout_sql
+from opencdp.store.dialect import property_index
+from opencdp.store.guarded_reads import ReadLimits
 from opencdp.store.migrations import load_migrations
 from opencdp.store.postgres import bulk as postgres_bulk
 from opencdp.store.postgres import reads
 from opencdp.store.postgres.append import PostgresBatch
+from opencdp.store.postgres.dialect import POSTGRES
 from opencdp.store.postgres.revocations import RevocationListener
-from opencdp.store.read_sql import FIRST_WALKS, Window
+from opencdp.store.read_plan import PlannedReads, Read, Scope
 
 log = logging.getLogger("opencdp.store")
 T = TypeVar("T")
@@ -58,7 +53,7 @@ class _Submission:
     future: asyncio.Future[list[Accepted]]
 
 
-class PostgresStore(Store):
+class PostgresStore(PlannedReads, Store):
     def __init__(
         self,
         url: str,
@@ -239,38 +234,6 @@ class PostgresStore(Store):
 
     # -- reads: one REPEATABLE READ transaction each ----------------------------------
 
-    async def list_events(self, workspace: Workspace, query: EventQuery) -> EventPage:
-        def nothing() -> EventPage:
-            if query.profile is not None:
-                raise ProfileNotFound()
-            return EventPage(0, [])
-
-        return await self._read(workspace, nothing, lambda c, ws: reads.list_events(c, ws, query))
-
-    async def get_event(self, workspace: Workspace, event_id: str) -> StoredEvent | None:
-        return await self._read(
-            workspace, lambda: None, lambda c, ws: reads.get_event(c, ws, event_id)
-        )
-
-    async def find_profiles(
-        self,
-        workspace: Workspace,
-        ref: ProfileRef,
-        *,
-        with_events: bool = False,
-        page: Window = FIRST_WALKS,
-    ) -> list[StoredProfile]:
-        def find(conn: reads.Conn, ws: int) -> Awaitable[list[StoredProfile]]:
-            return reads.find_profiles(conn, ws, ref, page, with_events=with_events)
-
-        return await self._read(workspace, list, find)
-
-    async def list_profiles(self, workspace: Workspace, query: ProfileQuery) -> ProfilePage:
-        def nothing() -> ProfilePage:
-            return ProfilePage([], query.after)
-
-        return await self._read(workspace, nothing, lambda c, ws: reads.list_profiles(c, ws, query))
-
     async def cursor_secret(self) -> bytes:
         if self._cursor_secret is None:
             async with self.pool.connection() as conn:
@@ -280,42 +243,30 @@ class PostgresStore(Store):
             self._cursor_secret = secret
         return self._cursor_secret
 
-    async def _read(
-        self,
-        workspace: Workspace,
-        nothing: Callable[[], T],
-        query: Callable[[reads.Conn, int], Awaitable[T]],
-    ) -> T:
-        """Run ``query`` in one snapshot; ``nothing()`` for a workspace with no data."""
+    async def _read(self, workspace: Workspace, read: Read[T]) -> T:
+        """Run ``read`` in one snapshot, within the read limits."""
         limits = self.read_limits
         async with limits.lane(workspace), self.pool.connection() as conn:
             ws = self._workspaces.get(workspace)
             if ws is None:
                 ws = await reads.workspace_id(conn, workspace)
                 if ws is None:
-                    return nothing()
+                    return read.nothing()
                 self._workspaces[workspace] = ws
-            try:
-                async with conn.transaction():
-                    await conn.execute(
-                        "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY;"
-                        + postgres_timeout_sql(limits)
-                    )
-                    return await query(conn, ws)
-            except psycopg.errors.QueryCanceled:
-                raise ReadTimedOut(limits.timeout_ms) from None
+            async with reads.snapshot(conn, limits):
+                return await reads.run(conn, read.plan(Scope(POSTGRES, workspace, ws)))
 
     # -- property indexes: built concurrently, on a connection of their own ------------
 
     async def index_property(self, path: str) -> bool:
-        name = read_sql.property_index(path)
+        name = property_index(path)
         async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
             if await reads.one(conn, "SELECT 1 FROM property_indexes WHERE path = %s", (path,)):
                 return False
             # An index of that name but no declaration is left over from a build that
             # was interrupted (possibly invalid): build it again.
             await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
-            await conn.execute(read_sql.POSTGRES.property_index_sql(path))
+            await conn.execute(POSTGRES.property_index_sql(path))
             cursor = await conn.execute(
                 "INSERT INTO property_indexes (path, created_time) VALUES (%s, %s)"
                 " ON CONFLICT DO NOTHING",
@@ -326,12 +277,12 @@ class PostgresStore(Store):
     async def drop_property_index(self, path: str) -> bool:
         async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
             cursor = await conn.execute("DELETE FROM property_indexes WHERE path = %s", (path,))
-            await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {read_sql.property_index(path)}")
+            await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {property_index(path)}")
             return cursor.rowcount > 0
 
     async def list_property_indexes(self) -> list[PropertyIndex]:
         async with self.pool.connection() as conn:
-            cursor = await conn.execute(read_sql.PROPERTY_INDEXES_SELECT)
+            cursor = await conn.execute(read_plan.PROPERTY_INDEXES_SELECT)
             return [PropertyIndex(path, created) for path, created in await cursor.fetchall()]
 
     # -- tokens ------------------------------------------------------------------------
@@ -349,7 +300,8 @@ class PostgresStore(Store):
 
     async def find_token(self, token_id: str) -> TokenRecord | None:
         async with self.pool.connection() as conn:
-            cursor = await conn.execute(read_sql.TOKEN_SELECT + " WHERE token_id = %s", (token_id,))
+            select = read_plan.TOKEN_SELECT + " WHERE token_id = %s"
+            cursor = await conn.execute(select, (token_id,))
             row = await cursor.fetchone()
         return None if row is None else _token_from_row(row)
 
@@ -358,7 +310,7 @@ class PostgresStore(Store):
 
     async def list_tokens(self) -> list[TokenRecord]:
         async with self.pool.connection() as conn:
-            cursor = await conn.execute(read_sql.TOKEN_SELECT + " ORDER BY created_time, token_id")
+            cursor = await conn.execute(read_plan.TOKEN_SELECT + " ORDER BY created_time, token_id")
             return [_token_from_row(row) for row in await cursor.fetchall()]
 
     async def revoke_token(self, token_id: str, when: int) -> bool:
@@ -376,7 +328,7 @@ def _jsonb(values: Sequence[str] | None) -> Jsonb | None:
 
 
 def _token_from_row(row: tuple[Any, ...]) -> TokenRecord:
-    return read_sql.token_from_row(row, list)
+    return read_plan.token_from_row(row, list)
 
 
 def _apply_migrations(conn: psycopg.Connection[Any]) -> int:

@@ -18,36 +18,30 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from opencdp.errors import ProfileNotFound
 from opencdp.models import (
     Accepted,
     BulkProfile,
     Call,
-    EventPage,
-    EventQuery,
-    ProfilePage,
-    ProfileQuery,
-    ProfileRef,
     PropertyIndex,
-    StoredEvent,
-    StoredProfile,
     TokenRecord,
     Workspace,
 )
-from opencdp.store import read_sql
+from opencdp.store import read_plan
 from opencdp.store.base import ObserverOf, Store
-from opencdp.store.guarded_reads import ReadLimits, sqlite_deadline
+from opencdp.store.dialect import property_index
+from opencdp.store.guarded_reads import ReadLimits
 from opencdp.store.migrations import load_migrations
-from opencdp.store.read_sql import FIRST_WALKS, Window
+from opencdp.store.read_plan import PlannedReads, Read, Scope
 from opencdp.store.sqlite import bulk as sqlite_bulk
 from opencdp.store.sqlite import reads
 from opencdp.store.sqlite.connection import connect, sqlite_path
+from opencdp.store.sqlite.dialect import SQLITE
 from opencdp.store.sqlite.revocations import RevocationCount, bump_revocations, revocations_path
 from opencdp.store.sqlite.writer_client import GroupCommitWriter
 
 T = TypeVar("T")
 
-class SQLiteStore(Store):
+class SQLiteStore(PlannedReads, Store):
     def __init__(
         self,
         path: str,
@@ -159,38 +153,6 @@ class SQLiteStore(Store):
 
     # -- reads: in a worker thread, on that thread's read connection --------------------
 
-    async def list_events(self, workspace: Workspace, query: EventQuery) -> EventPage:
-        def nothing() -> EventPage:
-            if query.profile is not None:
-                raise ProfileNotFound()
-            return EventPage(0, [])
-
-        return await self._read(workspace, nothing, lambda c, ws: reads.list_events(c, ws, query))
-
-    async def get_event(self, workspace: Workspace, event_id: str) -> StoredEvent | None:
-        return await self._read(
-            workspace, lambda: None, lambda c, ws: reads.get_event(c, ws, event_id)
-        )
-
-    async def find_profiles(
-        self,
-        workspace: Workspace,
-        ref: ProfileRef,
-        *,
-        with_events: bool = False,
-        page: Window = FIRST_WALKS,
-    ) -> list[StoredProfile]:
-        def find(conn: sqlite3.Connection, ws: int) -> list[StoredProfile]:
-            return reads.find_profiles(conn, ws, ref, page, with_events=with_events)
-
-        return await self._read(workspace, list, find)
-
-    async def list_profiles(self, workspace: Workspace, query: ProfileQuery) -> ProfilePage:
-        def nothing() -> ProfilePage:
-            return ProfilePage([], query.after)
-
-        return await self._read(workspace, nothing, lambda c, ws: reads.list_profiles(c, ws, query))
-
     async def cursor_secret(self) -> bytes:
         if self._cursor_secret is None:
             secret = reads.setting(self.reader(), "cursor_key")
@@ -199,21 +161,16 @@ class SQLiteStore(Store):
             self._cursor_secret = secret
         return self._cursor_secret
 
-    async def _read(
-        self,
-        workspace: Workspace,
-        nothing: Callable[[], T],
-        query: Callable[[sqlite3.Connection, int], T],
-    ) -> T:
-        """Run ``query`` in one read transaction; ``nothing()`` for a workspace with no data."""
+    async def _read(self, workspace: Workspace, read: Read[T]) -> T:
+        """Run ``read`` in one read transaction, within the read limits."""
 
         def run() -> T:
             conn = self.reader()
             ws = self._workspace_id(conn, workspace)
             if ws is None:
-                return nothing()
-            with reads.snapshot(conn), sqlite_deadline(conn, self.read_limits):
-                return query(conn, ws)
+                return read.nothing()
+            with reads.snapshot(conn), reads.deadline(conn, self.read_limits):
+                return reads.run(conn, read.plan(Scope(SQLITE, workspace, ws)))
 
         async with self.read_limits.lane(workspace):
             return await asyncio.to_thread(run)
@@ -234,7 +191,7 @@ class SQLiteStore(Store):
                 "INSERT OR IGNORE INTO property_indexes (path, created_time) VALUES (?, ?)",
                 (path, time.time_ns() // 1_000_000),
             ).rowcount
-            conn.execute(read_sql.SQLITE.property_index_sql(path))
+            conn.execute(SQLITE.property_index_sql(path))
             return added
 
         return await asyncio.to_thread(self._write_once, build) > 0
@@ -242,13 +199,13 @@ class SQLiteStore(Store):
     async def drop_property_index(self, path: str) -> bool:
         def drop(conn: sqlite3.Connection) -> int:
             removed = conn.execute("DELETE FROM property_indexes WHERE path = ?", (path,))
-            conn.execute(f"DROP INDEX IF EXISTS {read_sql.property_index(path)}")
+            conn.execute(f"DROP INDEX IF EXISTS {property_index(path)}")
             return removed.rowcount
 
         return await asyncio.to_thread(self._write_once, drop) > 0
 
     async def list_property_indexes(self) -> list[PropertyIndex]:
-        rows = self.reader().execute(read_sql.PROPERTY_INDEXES_SELECT).fetchall()
+        rows = self.reader().execute(read_plan.PROPERTY_INDEXES_SELECT).fetchall()
         return [PropertyIndex(path, created) for path, created in rows]
 
     # -- tokens ------------------------------------------------------------------------
@@ -270,7 +227,7 @@ class SQLiteStore(Store):
         )
 
     async def find_token(self, token_id: str) -> TokenRecord | None:
-        select = read_sql.TOKEN_SELECT + " WHERE token_id = ?"
+        select = read_plan.TOKEN_SELECT + " WHERE token_id = ?"
         row = self.reader().execute(select, (token_id,)).fetchone()
         return None if row is None else _token_from_row(row)
 
@@ -278,7 +235,7 @@ class SQLiteStore(Store):
         return None if self._revocations is None else self._revocations.value()
 
     async def list_tokens(self) -> list[TokenRecord]:
-        rows = self.reader().execute(read_sql.TOKEN_SELECT + " ORDER BY created_time, token_id")
+        rows = self.reader().execute(read_plan.TOKEN_SELECT + " ORDER BY created_time, token_id")
         return [_token_from_row(row) for row in rows.fetchall()]
 
     async def revoke_token(self, token_id: str, when: int) -> bool:
@@ -314,7 +271,7 @@ def _json_list(values: Sequence[str] | None) -> str | None:
 
 
 def _token_from_row(row: tuple[Any, ...]) -> TokenRecord:
-    return read_sql.token_from_row(row, msgspec.json.decode)
+    return read_plan.token_from_row(row, msgspec.json.decode)
 
 
 def _ensure_workspace(conn: sqlite3.Connection, workspace: Workspace) -> int:

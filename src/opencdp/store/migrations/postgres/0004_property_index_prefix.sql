@@ -1,5 +1,5 @@
 -- A declared property index keeps the first 256 characters of the value
--- (read_sql.property_key): a whole value longer than an index entry (about 2,700
+-- (postgres.dialect, property_key): a whole value longer than an index entry (about 2,700
 -- bytes) failed the insert of its event and of every call committed with it.
 -- Rebuild the indexes declared before, each from its own expression.
 DO $$
