@@ -1,7 +1,10 @@
 """The store contract, in the domain's words. Only our own typed data crosses it.
 
 Two implementations satisfy it: ``SQLiteStore`` (embedded, the default) and
-``PostgresStore`` (scale-out). Every store test runs against each.
+``PostgresStore`` (scale-out). Every store test runs against each. Every write is a
+command (``store.commands``) given to ``Store.execute``; the domain's write methods
+(``append_calls``, ``add_token``…) are its short forms. Observers, given when a store
+is made, are told of each commit with a ``Commit`` record.
 """
 
 from __future__ import annotations
@@ -79,8 +82,8 @@ class StoreObserver(Protocol):
 class Store(ABC):
     """Durable home of events, profiles and tokens.
 
-    ``append_calls`` answers only after the transaction holding the calls has
-    committed to disk: the caller may then acknowledge them.
+    A write answers only after the transaction holding it has committed to disk
+    (``execute``): the caller may then acknowledge it.
     """
 
     @classmethod
@@ -104,7 +107,7 @@ class Store(ABC):
     def migrate(self) -> int:
         """Bring the schema up to date; return the schema version now in force."""
 
-    # -- ingestion ---------------------------------------------------------------
+    # -- writes ------------------------------------------------------------------
 
     @abstractmethod
     async def execute(self, command: Command[R]) -> R:

@@ -213,7 +213,7 @@ class SQLiteStore(Store):
 
     async def cursor_secret(self) -> bytes:
         if self._cursor_secret is None:
-            secret = reads.setting(self.reader(), "cursor_key")
+            secret = await asyncio.to_thread(lambda: reads.setting(self.reader(), "cursor_key"))
             if secret is None:
                 raise RuntimeError("the cursor key is missing: run the migrations")
             self._cursor_secret = secret
