@@ -171,12 +171,12 @@ class Memory:
     def commit(
         self, commands: list[Command[Any]], answer_early: AnswerEarly
     ) -> asyncio.Future[Committed]:
+        self.groups.append(commands)
         return asyncio.ensure_future(self._commit(commands))
 
     async def _commit(self, commands: list[Command[Any]]) -> Committed:
         if self.gate is not None:
             await self.gate.wait()
-        self.groups.append(commands)
         if self.busy:
             raise Unavailable("busy")
         results: list[Any] = []
@@ -204,11 +204,20 @@ def kinds(groups: list[list[Command[Any]]]) -> list[list[str]]:
     ]  # fmt: skip
 
 
+async def committing(memory: Memory, groups: int) -> None:
+    """Wait until the back-end has been handed ``groups`` groups."""
+    while len(memory.groups) < groups:
+        await asyncio.sleep(0)
+
+
 async def held(memory: Memory, group_commit: GroupCommit, commands: list[Command[Any]]
                ) -> list[Any]:
-    """Submit ``commands`` while the back-end is held, so they queue; then let it go."""
+    """Submit the first command, then the others while the back-end holds it, so they
+    queue; then let it go."""
     memory.gate = asyncio.Event()
-    tasks = [asyncio.create_task(group_commit.submit(c)) for c in commands]
+    tasks = [asyncio.create_task(group_commit.submit(commands[0]))]
+    await committing(memory, 1)
+    tasks += [asyncio.create_task(group_commit.submit(c)) for c in commands[1:]]
     await asyncio.sleep(0)
     memory.gate.set()
     return await asyncio.gather(*tasks, return_exceptions=True)
@@ -279,7 +288,7 @@ async def test_a_request_that_gave_up_is_skipped() -> None:
     group_commit = GroupCommit(memory, batch_max=100, queue_max=100)
     group_commit.start()
     first = asyncio.create_task(group_commit.submit(appends("first")))
-    await asyncio.sleep(0)
+    await committing(memory, 1)
     abandoned = asyncio.create_task(group_commit.submit(appends("a")))
     kept = asyncio.create_task(group_commit.submit(appends("b")))
     await asyncio.sleep(0)
@@ -288,3 +297,12 @@ async def test_a_request_that_gave_up_is_skipped() -> None:
     assert await kept == [Accepted("b")] and await first == [Accepted("first")]
     await group_commit.drain()
     assert kinds(memory.groups) == [["first"], ["a", "b"]]
+
+
+async def test_requests_ready_at_once_commit_together() -> None:
+    memory = Memory()
+    group_commit = GroupCommit(memory, batch_max=100, queue_max=100)
+    group_commit.start()
+    results = await asyncio.gather(*[group_commit.submit(appends(user)) for user in "abc"])
+    assert results == [[Accepted("a")], [Accepted("b")], [Accepted("c")]]
+    assert kinds(memory.groups) == [["a", "b", "c"]]

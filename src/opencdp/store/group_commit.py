@@ -2,16 +2,16 @@
 
 Requests hand their command to ``GroupCommit.submit`` and wait. Whenever the back-end
 can take another group (``in_flight`` of them at once), what is pending goes to it as
-one group: consecutive ``AppendCalls`` up to ``batch_max`` calls, any other command
-alone, in arrival order. The back-end commits the group in one transaction and only
-then reports its results; the observers are told of the commit, and each waiting
-request gets its own result (a request that gave up is skipped). If a group fails as
-a whole, its commands are committed again one by one, so one bad request cannot fail
-the others; a failure of one command alone is its answer, and ``Unavailable`` (the
-database busy, the writer restarting) answers the whole group at once, since trying
-again at once would not help. The queue is bounded (``queue_max`` calls): past it a
-write is refused with 503 rather than waiting without limit. ``stop`` commits what
-is queued before it returns.
+one group, once the requests ready to run on the loop have queued theirs: consecutive
+``AppendCalls`` up to ``batch_max`` calls, any other command alone, in arrival order.
+The back-end commits the group in one transaction and only then reports its results;
+the observers are told of the commit, and each waiting request gets its own result
+(a request that gave up is skipped). If a group fails as a whole, its commands are
+committed again one by one, so one bad request cannot fail the others; the failure
+of a command alone is its answer, and ``Unavailable`` (the database busy, the writer
+restarting) answers the whole group at once, since trying again at once would not
+help. The queue is bounded (``queue_max`` calls): past it a write is refused with 503
+rather than waiting without limit. ``drain`` waits for everything queued.
 
 Everything here runs on the event loop; a back-end supplies only how one group
 commits (``Committer``): PostgreSQL in one transaction on a pool connection, SQLite
@@ -94,6 +94,7 @@ class GroupCommit:
         self._drained = asyncio.Event()
         self._drained.set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._resuming = False  # a call to ``resume`` is scheduled
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -116,11 +117,14 @@ class GroupCommit:
         self._pending.append(_Waiting(command, future))
         self._queued += weight
         self._drained.clear()
-        self.resume()
+        if not self._resuming:  # once the requests ready to run now have queued theirs
+            self._resuming = True
+            loop.call_soon(self.resume)
         return await future
 
     def resume(self) -> None:
         """Hand pending groups to the back-end while it can take them."""
+        self._resuming = False
         committer = self._committer
         while self._pending and self._busy < self._in_flight and committer.ready:
             group = self._take_group()
