@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from opencdp.store.base import Store
+from opencdp.store.base import Store, StoreObserver
 from opencdp.store.postgres.store import PostgresStore
 from opencdp.store.sqlite.store import SQLiteStore
 
@@ -59,10 +59,10 @@ def store_url(kind: str, tmp_path: Path) -> Iterator[str]:
             yield url
 
 
-def make_store(url: str) -> Store:
+def make_store(url: str, observers: Sequence[StoreObserver] = ()) -> Store:
     if url.startswith("sqlite:"):
-        return SQLiteStore(url.removeprefix("sqlite:///"))
-    return PostgresStore(url)
+        return SQLiteStore(url.removeprefix("sqlite:///"), observers=observers)
+    return PostgresStore(url, observers=observers)
 
 
 def redis_or_skip() -> str:

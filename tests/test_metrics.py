@@ -11,11 +11,13 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from starlette.applications import Starlette
 
 from opencdp.app import create_app
 from opencdp.auth import new_token
 from opencdp.config import Settings
-from opencdp.ratelimit import RedisRateLimiter
+from opencdp.metrics import Metrics
+from opencdp.ratelimit import RedisRateLimiter, limiter_for
 from opencdp.store.base import Store
 from tests.backends import make_store
 from tests.conftest import TRACK, client_for
@@ -26,10 +28,14 @@ WHEN = "2020-01-01T00:00:00Z"
 
 
 @pytest.fixture
-async def unstarted(anyio_backend: str, db_url: str) -> AsyncIterator[Store]:
-    """A store the test starts after ``create_app`` (as the lifespan does in a server)."""
-    store = make_store(db_url)
-    yield store
+async def observed(anyio_backend: str, db_url: str) -> AsyncIterator[tuple[Starlette, Store]]:
+    """An app whose metrics observe a store made after them, which the test starts after
+    ``create_app`` (as ``app_from_environment`` and the lifespan do in a server)."""
+    settings = Settings(db=db_url, burst=40, rate=0.001)
+    limiter = limiter_for(settings)
+    metrics = Metrics(limiter)
+    store = make_store(db_url, observers=[metrics])
+    yield create_app(settings, store, limiter, metrics), store
     await store.stop()
 
 
@@ -63,11 +69,11 @@ async def scrape(client: httpx.AsyncClient) -> dict[tuple[str, tuple[tuple[str, 
 
 
 async def test_metrics_count_requests_events_commits_and_refusals(
-    db_url: str, unstarted: Store
+    observed: tuple[Starlette, Store],
 ) -> None:
-    app = create_app(Settings(db=db_url, burst=40, rate=0.001), unstarted)
-    await unstarted.start()
-    token = await token_for(unstarted)
+    app, store = observed
+    await store.start()
+    token = await token_for(store)
     async with client_for(app) as client:
         client.headers["auth-token"] = token
         track = {"userId": "u1", "event": "Viewed", "timestamp": WHEN, "messageId": "m1"}

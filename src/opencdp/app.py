@@ -52,8 +52,17 @@ access_log = logging.getLogger("opencdp.access")
 _SANE_REQUEST_ID = re.compile(rb"[\x21-\x7e][\x20-\x7e]{0,127}")
 
 
-def create_app(settings: Settings, store: Store, limiter: RateLimiter | None = None) -> Starlette:
-    """The ASGI application serving ``store`` with ``settings``."""
+def create_app(
+    settings: Settings,
+    store: Store,
+    limiter: RateLimiter | None = None,
+    metrics: Metrics | None = None,
+) -> Starlette:
+    """The ASGI application serving ``store`` with ``settings``.
+
+    ``metrics`` counts the store's commits only if it is among the store's observers
+    (``app_from_environment`` builds it first and hands it to the store).
+    """
     register_convertors()
     if limiter is None:
         limiter = limiter_for(settings)
@@ -62,7 +71,8 @@ def create_app(settings: Settings, store: Store, limiter: RateLimiter | None = N
         settings, store, limiter, ClientAddress(settings.trusted_proxies), preauth,
         TokenVerifier(store),
     )
-    metrics = Metrics(store, limiter)  # also becomes the store's observer
+    if metrics is None:
+        metrics = Metrics(limiter)
     table = route_table(services, metrics.endpoints())
     app = OpenCDPApp(
         routes=[ApiRoute(endpoint) for endpoint in table],
@@ -94,14 +104,17 @@ def app_from_environment() -> Starlette:
     """The app as ``opencdp serve`` runs it: settings from ``OPENCDP_*``, store from its URL."""
     settings = Settings.from_env()
     configure_logging(settings.log_level)
+    limiter = limiter_for(settings)
+    metrics = Metrics(limiter)
     store = open_store(
         settings.db,
         batch_max=settings.commit_batch_max,
         queue_max=settings.write_queue_max,
         unsafe_ack_before_commit=settings.unsafe_ack_before_commit,
         read_limits=ReadLimits(settings.read_timeout_ms, settings.workspace_reads),
+        observers=[metrics],
     )
-    return create_app(settings, store, limiter_for(settings))
+    return create_app(settings, store, limiter, metrics)
 
 
 def _lifespan(

@@ -1,8 +1,9 @@
 """Prometheus metrics (SPEC §12): a registry per app, a pure ASGI middleware, ``GET /metrics``.
 
-``Metrics(store, limiter)`` owns one ``CollectorRegistry`` (nothing module-level, so two
-apps in one process never share counts) and becomes the store's observer, which reports
-group commits and guardrail refusals from the writer. ``MetricsMiddleware`` counts every
+``Metrics(limiter)`` owns one ``CollectorRegistry`` (nothing module-level, so two apps
+in one process never share counts) and observes the store it is given to (``observers``
+when the store is made), which tells it of each commit: calls, repeats, guardrail
+refusals. ``MetricsMiddleware`` counts every
 answer by route template (never the raw path: ids in paths would explode the series),
 method and status, and times it.
 """
@@ -23,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from opencdp.api.common import ApiRoute, Endpoint
 from opencdp.ratelimit import RateLimiter
-from opencdp.store.base import Store, StoreObserver
+from opencdp.store.base import Commit
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
@@ -39,10 +40,10 @@ class _Problems(msgspec.Struct):
     errors: list[msgspec.Raw] = []
 
 
-class Metrics(StoreObserver):
-    """Every metric of one app; also the store's observer (thread-safe: prometheus counters)."""
+class Metrics:
+    """Every metric of one app; also an observer of its store (a ``StoreObserver``)."""
 
-    def __init__(self, store: Store, limiter: RateLimiter) -> None:
+    def __init__(self, limiter: RateLimiter) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
@@ -77,18 +78,17 @@ class Metrics(StoreObserver):
             "opencdp_rate_limit_rejections", "Requests answered 429 by the rate limit", registry=r
         )
         r.register(_LimiterFailures(limiter))
-        store.observer = self
         self._series: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
 
     # -- StoreObserver -----------------------------------------------------------------
 
-    def committed(self, calls: int, duplicates: int) -> None:
-        self.commit_sizes.observe(calls)
-        self.accepted.inc(calls - duplicates)
-        self.deduplicated.inc(duplicates)
-
-    def refused(self, reason: str) -> None:
-        self.refusals.labels(reason).inc()
+    def committed(self, commit: Commit) -> None:
+        if commit.calls:
+            self.commit_sizes.observe(commit.calls)
+            self.accepted.inc(commit.events)
+            self.deduplicated.inc(commit.duplicates)
+        for reason in commit.refusals:
+            self.refusals.labels(reason).inc()
 
     # -- requests ----------------------------------------------------------------------
 

@@ -7,8 +7,9 @@ the top) keeps the package free of import cycles and loads only the driver in us
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 
-from opencdp.store.base import Store
+from opencdp.store.base import Store, StoreObserver
 from opencdp.store.guarded_reads import ReadLimits
 
 #: URL scheme → the module and class of its store.
@@ -26,6 +27,7 @@ def open_store(
     queue_max: int = 20000,
     unsafe_ack_before_commit: bool = False,
     read_limits: ReadLimits | None = None,
+    observers: Sequence[StoreObserver] = (),
 ) -> Store:
     """The store for a database URL: ``sqlite:///path`` or ``postgresql://…``.
 
@@ -33,6 +35,7 @@ def open_store(
     for one (past it, writes are refused with 503 instead of queueing without limit).
     ``unsafe_ack_before_commit`` is for the crash harness's negative control only.
     ``read_limits``: each read's time budget and one workspace's readers at once.
+    ``observers`` are told of each commit (``base.StoreObserver``).
     """
     scheme = url.partition(":")[0]
     if scheme not in BACKENDS or ":" not in url:
@@ -45,5 +48,6 @@ def open_store(
         queue_max=queue_max,
         ack_before_commit=unsafe_ack_before_commit,
         read_limits=read_limits,
+        observers=observers,
     )
 

@@ -1,14 +1,18 @@
 """The store contract, in the domain's words. Only our own typed data crosses it.
 
 Two implementations satisfy it: ``SQLiteStore`` (embedded, the default) and
-``PostgresStore`` (scale-out). Every store test runs against each.
+``PostgresStore`` (scale-out). Every store test runs against each. Every write is a
+command (``store.commands``) given to ``Store.execute``; the domain's write methods
+(``append_calls``, ``add_token``…) are its short forms. Observers, given when a store
+is made, are told of each commit with a ``Commit`` record.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
 from opencdp.models import (
     Accepted,
@@ -25,44 +29,62 @@ from opencdp.models import (
     TokenRecord,
     Workspace,
 )
+from opencdp.store.commands import (
+    AddToken,
+    AppendCalls,
+    Command,
+    DropPropertyIndex,
+    IndexProperty,
+    RevokeToken,
+)
 from opencdp.store.read_plan import FIRST_WALKS, Window
 
+R = TypeVar("R")
 
-class StoreObserver:
-    """What the store reports as it writes; this default ignores it (metrics override).
 
-    Called on the event loop by the store's writer task (on SQLite, the task that reads
-    the writer process's answers): implementations must be quick.
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """What one committed transaction wrote, as observers are told of it.
+
+    Enough to wake whoever waits for new events (``workspaces``, ``events``, their
+    ``positions``) and to count writes (``calls``, ``duplicates``, ``refusals``, and
+    ``commands``: how many were committed together).
     """
 
-    def committed(self, calls: int, duplicates: int) -> None:
-        """A group commit finished: ``calls`` answered, ``duplicates`` of them repeats."""
+    commands: tuple[Command[Any], ...]
+    #: Workspaces that received tracking calls.
+    workspaces: frozenset[Workspace]
+    #: Tracking calls answered, and how many of them repeated a stored ``messageId``.
+    calls: int
+    duplicates: int
+    #: Identity links or merges a guardrail refused (the reason of each).
+    refusals: tuple[str, ...]
+    #: Where the new events stand in the store's commit order (SQLite: their ``seq``
+    #: ranges); None where the back-end has no such order (PostgreSQL).
+    positions: tuple[range, ...] | None = None
 
-    def refused(self, reason: str) -> None:
-        """An identity link or merge was refused by a guardrail."""
+    @property
+    def events(self) -> int:
+        """New events stored."""
+        return self.calls - self.duplicates
 
 
-class ObserverOf(StoreObserver):
-    """Forwards to whatever observer ``store`` has now (it may be set after start)."""
+class StoreObserver(Protocol):
+    """Told of each commit (metrics, and later the change feed).
 
-    def __init__(self, store: Store) -> None:
-        self._store = store
+    Called on the event loop, after the commit and before the writers are answered:
+    it must be quick. An observer that raises is logged; the write still succeeds.
+    """
 
-    def committed(self, calls: int, duplicates: int) -> None:
-        self._store.observer.committed(calls, duplicates)
-
-    def refused(self, reason: str) -> None:
-        self._store.observer.refused(reason)
+    def committed(self, commit: Commit) -> None: ...
 
 
 class Store(ABC):
     """Durable home of events, profiles and tokens.
 
-    ``append_calls`` answers only after the transaction holding the calls has
-    committed to disk: the caller may then acknowledge them.
+    A write answers only after the transaction holding it has committed to disk
+    (``execute``): the caller may then acknowledge it.
     """
-
-    observer: StoreObserver = StoreObserver()
 
     @classmethod
     @abstractmethod
@@ -85,9 +107,17 @@ class Store(ABC):
     def migrate(self) -> int:
         """Bring the schema up to date; return the schema version now in force."""
 
-    # -- ingestion ---------------------------------------------------------------
+    # -- writes ------------------------------------------------------------------
 
     @abstractmethod
+    async def execute(self, command: Command[R]) -> R:
+        """Apply ``command`` in a transaction of its own or shared with others (a group
+        commit); return its result once that transaction has committed.
+
+        Raises ``Unavailable`` (503, worth a retry) when the write queue is full or the
+        writer restarted; a command failing alone raises its own error.
+        """
+
     async def append_calls(self, workspace: Workspace, calls: Sequence[Call]) -> list[Accepted]:
         """Store the calls (one event each), resolve identities, merge traits.
 
@@ -95,6 +125,7 @@ class Store(ABC):
         workspace has already accepted is not stored again: its ``Accepted`` carries
         the first call's event id and ``duplicate=True``.
         """
+        return await self.execute(AppendCalls(workspace, list(calls)))
 
     async def bulk_load(self, workspace: Workspace, profiles: Iterable[BulkProfile]) -> int:
         """Store many profiles and their events at once; return the events stored.
@@ -145,15 +176,15 @@ class Store(ABC):
 
     # -- property indexes: declared by an operator (``opencdp properties``) ---------
 
-    @abstractmethod
     async def index_property(self, path: str) -> bool:
         """Index ``properties.<path>`` so filters on it walk one value's events; False when
         it already is. Builds an index over every event: slow on a big store, and on
         SQLite writes wait for it. Needs no started store (its own connection)."""
+        return await self.execute(IndexProperty(path))
 
-    @abstractmethod
     async def drop_property_index(self, path: str) -> bool:
         """Drop the path's index (filters on it scan again); False when it had none."""
+        return await self.execute(DropPropertyIndex(path))
 
     @abstractmethod
     async def list_property_indexes(self) -> list[PropertyIndex]:
@@ -161,8 +192,8 @@ class Store(ABC):
 
     # -- tokens ------------------------------------------------------------------
 
-    @abstractmethod
-    async def add_token(self, token: TokenRecord) -> None: ...
+    async def add_token(self, token: TokenRecord) -> None:
+        await self.execute(AddToken(token))
 
     @abstractmethod
     async def find_token(self, token_id: str) -> TokenRecord | None:
@@ -183,6 +214,6 @@ class Store(ABC):
     @abstractmethod
     async def list_tokens(self) -> list[TokenRecord]: ...
 
-    @abstractmethod
     async def revoke_token(self, token_id: str, when: int) -> bool:
         """Mark the token revoked; False when no such (unrevoked) token exists."""
+        return await self.execute(RevokeToken(token_id, when))

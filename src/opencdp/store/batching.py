@@ -7,7 +7,6 @@ identity links, merges and events.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -157,23 +156,3 @@ def split_answers(
     for index in indexes:
         into[index] = answers[start : start + sizes[index]]
         start += sizes[index]
-
-
-def commit_counts(results: Sequence[list[Accepted] | BaseException]) -> tuple[int, int]:
-    """(calls answered, how many of them were repeats) of a group commit, for the observer."""
-    answered = [a for r in results if not isinstance(r, BaseException) for a in r]
-    return len(answered), sum(1 for a in answered if a.duplicate)
-
-
-def settle(
-    futures: Sequence[asyncio.Future[list[Accepted]]],
-    results: Sequence[list[Accepted] | BaseException],
-) -> None:
-    """Answer the waiting requests of a group commit (skipping any that gave up)."""
-    for future, result in zip(futures, results, strict=True):
-        if future.done():
-            continue
-        if isinstance(result, BaseException):
-            future.set_exception(result)
-        else:
-            future.set_result(result)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import msgspec
@@ -20,7 +20,6 @@ from psycopg.types.json import Jsonb
 
 from opencdp.identity import IdentityGraph, IdentityKey, ProfileState
 from opencdp.models import Accepted, Call, CallFacts
-from opencdp.store.base import StoreObserver
 from opencdp.store.batching import (
     BatchPlan,
     event_row,
@@ -87,14 +86,15 @@ def lock_key(workspace_id: int, *parts: str) -> int:
 
 
 class PostgresBatch:
-    """Applies one workspace's calls inside an open transaction on ``conn``."""
+    """Applies one workspace's calls inside an open transaction on ``conn``; ``refused``
+    is told the reason of each guardrail refusal."""
 
     def __init__(
-        self, conn: AsyncConnection[Any], workspace_id: int, observer: StoreObserver
+        self, conn: AsyncConnection[Any], workspace_id: int, refused: Callable[[str], None]
     ) -> None:
         self._conn = conn
         self._ws = workspace_id
-        self._observer = observer
+        self._refused = refused
 
     async def write(self, calls: Sequence[Call]) -> list[Accepted]:
         await self._lock_names(calls)
@@ -109,7 +109,7 @@ class PostgresBatch:
             rows.append(event_row(calls[index], event_id, profile_pk, *raw_fields(calls[index])))
         await self._save(graph, rows)
         for refusal in graph.refusals:
-            self._observer.refused(refusal.reason)
+            self._refused(refusal.reason)
             log.warning("identity link refused", extra={"reason": refusal.reason})
         return plan.answers()
 

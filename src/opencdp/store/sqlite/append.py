@@ -1,22 +1,22 @@
 """One write batch on SQLite: load the identities it names, apply the rules, save.
 
-It runs in the writer process (``sqlite.writer_process``), which has a core and a GIL of its
-own: loading is one statement (``json_each`` in, ``json_group_array`` out), saving is
-one ``executemany`` per table, the cheapest way to insert rows there.
+It runs in the writer process (``sqlite.writer_process``, through ``sqlite.apply``), which
+has a core and a GIL of its own: loading is one statement (``json_each`` in,
+``json_group_array`` out), saving is one ``executemany`` per table, the cheapest way to
+insert rows there.
 """
 
 from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
 
 from opencdp.identity import IdentityGraph, IdentityKey, ProfileState
 from opencdp.models import JSON, Accepted, Call
-from opencdp.store.base import StoreObserver
 from opencdp.store.batching import (
     BatchPlan,
     event_row,
@@ -156,12 +156,19 @@ class BatchWriter:
     """Applies calls for one workspace inside the writer's open transaction.
 
     ``committed()`` or ``rolled_back()`` must follow each transaction: the profile
-    cache keeps what committed and forgets the rest.
+    cache keeps what committed and forgets the rest. ``refused`` is told the reason of
+    each guardrail refusal; ``stored_events`` the count of events each insert stored.
     """
 
-    def __init__(self, conn: sqlite3.Connection, observer: StoreObserver) -> None:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        refused: Callable[[str], None],
+        stored_events: Callable[[int], None],
+    ) -> None:
         self._conn = conn
-        self._observer = observer
+        self._refused = refused
+        self._stored_events = stored_events
         self._next_pk = 0
         self._cache = ProfileCache()
         self._written: list[tuple[int, IdentityGraph]] = []
@@ -227,7 +234,7 @@ class BatchWriter:
 
     def _report(self, workspace_id: int, graph: IdentityGraph) -> None:
         for refusal in graph.refusals:
-            self._observer.refused(refusal.reason)
+            self._refused(refusal.reason)
             log.warning(
                 "identity link refused",
                 extra={"reason": refusal.reason, "workspace_id": workspace_id},
@@ -244,6 +251,7 @@ class BatchWriter:
             conn.executemany(_SAVE_IDENTITIES, links)
         if rows:  # before the merges: a row may name a profile merged later in the batch
             conn.executemany(_SAVE_EVENTS, [(workspace_id, *row) for row in rows])
+            self._stored_events(len(rows))
         for source, target in graph.merges:
             conn.execute(
                 "UPDATE events SET profile_pk = ? WHERE profile_pk = ?", (target, source)

@@ -1,9 +1,12 @@
 """The embedded store: one SQLite file in WAL mode.
 
-One writer connection, owned by the writer process (``sqlite.writer_process``, fed in groups
-by ``sqlite.writer_client``); readers use their own connections (one per thread) and are
-never blocked by it. Every commit is flushed to disk (``synchronous=FULL``) before a
-request is answered.
+Every write is a command committed by the one writer connection, which the writer
+process owns (``sqlite.writer_process``, fed in groups by ``sqlite.writer_client``);
+a store that is not started (a tool, a test) commits each command alone on a
+connection of its own, in a worker thread, with the same code (``sqlite.apply``).
+Readers use their own connections (one per thread) and are never blocked by the
+writer. Nothing here touches the database on the event loop. Every commit is flushed
+to disk (``synchronous=FULL``) before a request is answered.
 """
 
 from __future__ import annotations
@@ -12,34 +15,36 @@ import asyncio
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
 
 from opencdp.models import (
-    Accepted,
     BulkProfile,
-    Call,
     PropertyIndex,
     TokenRecord,
     Workspace,
 )
 from opencdp.store import read_plan
-from opencdp.store.base import ObserverOf, Store
-from opencdp.store.dialect import property_index
+from opencdp.store.base import Store, StoreObserver
+from opencdp.store.commands import Command
+from opencdp.store.group_commit import describe, tell
 from opencdp.store.guarded_reads import ReadLimits
 from opencdp.store.migrations import load_migrations
 from opencdp.store.read_plan import PlannedReads, Read, Scope
 from opencdp.store.sqlite import bulk as sqlite_bulk
 from opencdp.store.sqlite import reads
+from opencdp.store.sqlite.apply import run_once
 from opencdp.store.sqlite.connection import connect, sqlite_path
 from opencdp.store.sqlite.dialect import SQLITE
 from opencdp.store.sqlite.revocations import RevocationCount, bump_revocations, revocations_path
-from opencdp.store.sqlite.writer_client import GroupCommitWriter
+from opencdp.store.sqlite.writer_client import WriterClient
 
 T = TypeVar("T")
+R = TypeVar("R")
+
 
 class SQLiteStore(PlannedReads, Store):
     def __init__(
@@ -50,13 +55,15 @@ class SQLiteStore(PlannedReads, Store):
         queue_max: int = 20000,
         ack_before_commit: bool = False,
         read_limits: ReadLimits | None = None,
+        observers: Sequence[StoreObserver] = (),
     ) -> None:
         self.path = path
         self.read_limits = read_limits or ReadLimits()
         self._ack_before_commit = ack_before_commit
         self._batch_max = batch_max
         self._queue_max = queue_max
-        self._writer: GroupCommitWriter | None = None
+        self._observers = tuple(observers)
+        self._writer: WriterClient | None = None
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
@@ -71,13 +78,13 @@ class SQLiteStore(PlannedReads, Store):
     # -- life cycle --------------------------------------------------------------------
 
     async def start(self) -> None:
-        self.migrate()
+        await asyncio.to_thread(self.migrate)
         self._revocations = RevocationCount(self._revocations_path)
-        writer = GroupCommitWriter(
+        writer = WriterClient(
             self.path,
             batch_max=self._batch_max,
             queue_max=self._queue_max,
-            observer=ObserverOf(self),
+            observers=self._observers,
             ack_before_commit=self._ack_before_commit,
         )
         await writer.start()
@@ -97,8 +104,11 @@ class SQLiteStore(PlannedReads, Store):
         self._local = threading.local()
 
     async def ping(self) -> bool:
-        try:
+        def ask() -> bool:
             return bool(self.reader().execute("SELECT 1").fetchone() == (1,))
+
+        try:
+            return await asyncio.to_thread(ask)
         except sqlite3.Error:
             return False
 
@@ -121,17 +131,20 @@ class SQLiteStore(PlannedReads, Store):
         return conn
 
     @property
-    def writer(self) -> GroupCommitWriter:
+    def writer(self) -> WriterClient:
         if self._writer is None:
             raise RuntimeError("the store is not started")
         return self._writer
 
-    # -- ingestion ---------------------------------------------------------------------
+    # -- writes ------------------------------------------------------------------------
 
-    async def append_calls(self, workspace: Workspace, calls: Sequence[Call]) -> list[Accepted]:
-        if not calls:
-            return []
-        return await self.writer.submit(workspace, calls)
+    async def execute(self, command: Command[R]) -> R:
+        if self._writer is not None:
+            return await self._writer.submit(command)
+        committed = await asyncio.to_thread(run_once, self.path, command)
+        tell(self._observers, describe([command], committed))
+        result: R = committed.results[0]
+        return result
 
     async def bulk_load(self, workspace: Workspace, profiles: Iterable[BulkProfile]) -> int:
         """Only on a store that is not started: the writer owns row ids while it runs."""
@@ -155,7 +168,7 @@ class SQLiteStore(PlannedReads, Store):
 
     async def cursor_secret(self) -> bytes:
         if self._cursor_secret is None:
-            secret = reads.setting(self.reader(), "cursor_key")
+            secret = await asyncio.to_thread(lambda: reads.setting(self.reader(), "cursor_key"))
             if secret is None:
                 raise RuntimeError("the cursor key is missing: run the migrations")
             self._cursor_secret = secret
@@ -183,91 +196,44 @@ class SQLiteStore(PlannedReads, Store):
                 self._workspace_ids[workspace] = ws
         return ws
 
-    # -- property indexes: built on a connection of their own, not by the writer --------
-
-    async def index_property(self, path: str) -> bool:
-        def build(conn: sqlite3.Connection) -> int:
-            added = conn.execute(
-                "INSERT OR IGNORE INTO property_indexes (path, created_time) VALUES (?, ?)",
-                (path, time.time_ns() // 1_000_000),
-            ).rowcount
-            conn.execute(SQLITE.property_index_sql(path))
-            return added
-
-        return await asyncio.to_thread(self._write_once, build) > 0
-
-    async def drop_property_index(self, path: str) -> bool:
-        def drop(conn: sqlite3.Connection) -> int:
-            removed = conn.execute("DELETE FROM property_indexes WHERE path = ?", (path,))
-            conn.execute(f"DROP INDEX IF EXISTS {property_index(path)}")
-            return removed.rowcount
-
-        return await asyncio.to_thread(self._write_once, drop) > 0
+    # -- property indexes: built by the writer (``sqlite.apply``) ------------------------
 
     async def list_property_indexes(self) -> list[PropertyIndex]:
-        rows = self.reader().execute(read_plan.PROPERTY_INDEXES_SELECT).fetchall()
-        return [PropertyIndex(path, created) for path, created in rows]
+        def read() -> list[PropertyIndex]:
+            rows = self.reader().execute(read_plan.PROPERTY_INDEXES_SELECT).fetchall()
+            return [PropertyIndex(path, created) for path, created in rows]
+
+        return await asyncio.to_thread(read)
 
     # -- tokens ------------------------------------------------------------------------
 
-    async def add_token(self, token: TokenRecord) -> None:
-        self._write_statement(
-            "INSERT INTO tokens (token_id, secret_hash, client_id, accounts, brands, scopes,"
-            " name, created_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                token.token_id,
-                token.secret_hash,
-                token.client_id,
-                _json_list(token.accounts),
-                _json_list(token.brands),
-                _json_list(token.scopes),
-                token.name,
-                token.created_time,
-            ),
-        )
-
     async def find_token(self, token_id: str) -> TokenRecord | None:
-        select = read_plan.TOKEN_SELECT + " WHERE token_id = ?"
-        row = self.reader().execute(select, (token_id,)).fetchone()
-        return None if row is None else _token_from_row(row)
+        def read() -> TokenRecord | None:
+            select = read_plan.TOKEN_SELECT + " WHERE token_id = ?"
+            row = self.reader().execute(select, (token_id,)).fetchone()
+            return None if row is None else _token_from_row(row)
+
+        return await asyncio.to_thread(read)
 
     def revocations(self) -> int | None:
         return None if self._revocations is None else self._revocations.value()
 
     async def list_tokens(self) -> list[TokenRecord]:
-        rows = self.reader().execute(read_plan.TOKEN_SELECT + " ORDER BY created_time, token_id")
-        return [_token_from_row(row) for row in rows.fetchall()]
+        def read() -> list[TokenRecord]:
+            select = read_plan.TOKEN_SELECT + " ORDER BY created_time, token_id"
+            return [_token_from_row(row) for row in self.reader().execute(select).fetchall()]
+
+        return await asyncio.to_thread(read)
 
     async def revoke_token(self, token_id: str, when: int) -> bool:
-        changed = self._write_statement(
-            "UPDATE tokens SET revoked_time = ? WHERE token_id = ? AND revoked_time IS NULL",
-            (when, token_id),
-        )
-        bump_revocations(self._revocations_path)
-        return changed > 0
+        """Revoke, then (after the commit) bump the revocation count every process reads."""
+        revoked = await super().revoke_token(token_id, when)
+        await asyncio.to_thread(bump_revocations, self._revocations_path)
+        return revoked
 
     @property
     def _revocations_path(self) -> str:
         return revocations_path(self.path)
-
-    def _write_statement(self, sql: str, params: tuple[Any, ...]) -> int:
-        return self._write_once(lambda conn: conn.execute(sql, params).rowcount)
-
-    def _write_once(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """A rare write (tokens, property indexes) outside the group-commit path, in its
-        own transaction on its own connection."""
-        conn = connect(self.path)
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            result = work(conn)
-            conn.execute("COMMIT")
-            return result
-        finally:
-            conn.close()
-
-
-def _json_list(values: Sequence[str] | None) -> str | None:
-    return None if values is None else msgspec.json.encode(list(values)).decode()
 
 
 def _token_from_row(row: tuple[Any, ...]) -> TokenRecord:

@@ -1,12 +1,13 @@
 """The server's side of the SQLite writer: the event loop feeds the writer process.
 
-Requests add their calls to a pending list and wait. Whenever fewer than two groups
-are with the writer process (``sqlite.writer_process``), everything pending (up to a bound)
-goes to it as one group over a Unix socket; the process answers each group after its
-commit, and the answer wakes that group's requests. While the process commits one
-group the next is already on its way and a third gathers: that is the group commit,
-kept busy. It all runs on the event loop, so no thread stands between a request and
-its answer. The identity rules and the SQL run in the process, on another core.
+Every write is a command (``store.commands``) handed to the store's group commit
+(``store.group_commit``). Whenever fewer than two groups are with the writer process
+(``sqlite.writer_process``), what is pending goes to it as one group over a Unix
+socket (``sqlite.protocol``); the process answers each group after its commit, and the
+answer wakes that group's requests. While the process commits one group the next is
+already on its way and a third gathers: that is the group commit, kept busy. It all
+runs on the event loop, so no thread stands between a request and its answer; the
+identity rules and the SQL run in the process, on another core.
 
 If the writer process dies, the requests of the groups it held get 503 (a retry with
 the same ``messageId`` is safe: they may have been committed) and a new process starts.
@@ -21,32 +22,23 @@ import subprocess
 import sys
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import msgspec
 
 from opencdp.errors import OpenCDPError, Unavailable
-from opencdp.models import Accepted, Call, Workspace
 from opencdp.store.base import StoreObserver
-from opencdp.store.batching import commit_counts, settle
-from opencdp.store.sqlite.append import WireCall
-from opencdp.store.sqlite.writer_process import BUSY, LENGTH, Answer, Group, Submission, frame
+from opencdp.store.commands import Command
+from opencdp.store.group_commit import AnswerEarly, Committed, GroupCommit
+from opencdp.store.sqlite.protocol import BUSY, LENGTH, Answer, Group, frame, wire_command
 
 log = logging.getLogger("opencdp.store")
+R = TypeVar("R")
 
 #: How long to wait before starting a new writer process after one died.
 RESTART_DELAY = 0.5
 #: Groups sent to the process and not yet answered: one committing, one waiting its turn.
 IN_FLIGHT = 2
-
-
-@dataclass(slots=True)
-class _Waiting:
-    submission: Submission
-    future: asyncio.Future[list[Accepted]]
-
-
-Batch = list[_Waiting]
 
 
 class WriterProcess:
@@ -61,7 +53,6 @@ class WriterProcess:
         self._process = process
         self._reader = reader
         self._writer = writer
-        self._encode = msgspec.msgpack.Encoder().encode
         self._decode = msgspec.msgpack.Decoder(Answer).decode
 
     @classmethod
@@ -89,8 +80,9 @@ class WriterProcess:
     def pid(self) -> int:
         return self._process.pid
 
-    def send(self, group: Group) -> None:
-        self._writer.write(frame(self._encode(group)))
+    def send(self, group: bytes) -> None:
+        """Send one encoded ``Group``."""
+        self._writer.write(frame(group))
 
     async def receive(self) -> Answer | None:
         """The next answer; None once the process has closed its end (or died)."""
@@ -115,80 +107,71 @@ class WriterProcess:
             await asyncio.to_thread(self._process.wait)
 
 
-class GroupCommitWriter:
+class WriterClient:
+    """The store's group commit, committing through a writer process it keeps running."""
+
     def __init__(
         self,
         path: str,
         *,
         batch_max: int,
         queue_max: int,
-        observer: StoreObserver,
+        observers: Sequence[StoreObserver] = (),
         ack_before_commit: bool = False,
     ) -> None:
         self._path = path
-        self._observer = observer
         self._ack_before_commit = ack_before_commit
-        self._batch_max = batch_max
-        self._queue_max = queue_max
-        self._pending: deque[_Waiting] = deque()
-        self._in_flight: deque[Batch] = deque()
-        self._queued = 0  # calls pending or in flight
-        self._drained = asyncio.Event()
-        self._drained.set()
+        self.queue = GroupCommit(
+            self, batch_max=batch_max, queue_max=queue_max, observers=observers,
+            in_flight=IN_FLIGHT,
+        )
+        self._in_flight: deque[tuple[list[Command[Any]], asyncio.Future[Committed]]] = deque()
         self._process: WriterProcess | None = None
         self._answers: asyncio.Task[None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
+        self._encode = msgspec.msgpack.Encoder().encode
 
     async def start(self) -> None:
         """Start the writer process (returns once it is ready) and the answer reader."""
-        self._loop = asyncio.get_running_loop()
+        self.queue.start()
         self._process = await self._new_process()
         self._answers = asyncio.create_task(self._read_answers(), name="opencdp-writer")
 
     async def stop(self) -> None:
         """Write everything pending, then end the process."""
-        await self._drained.wait()
+        await self.queue.drain()
         self._closing = True
         if self._process is not None:
             await self._process.close()
         if self._answers is not None:
             await self._answers
 
+    async def submit(self, command: Command[R]) -> R:
+        return await self.queue.submit(command)
+
     @property
     def process_id(self) -> int | None:
         """The writer process's pid (None between a crash and its restart)."""
         return None if self._process is None else self._process.pid
 
-    async def submit(self, workspace: Workspace, calls: Sequence[Call]) -> list[Accepted]:
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:
-            raise RuntimeError("the SQLite store writes from the event loop that started it")
-        if self._queued + len(calls) > self._queue_max:
-            raise Unavailable("the write queue is full; retry shortly", retry_after=1)
-        future: asyncio.Future[list[Accepted]] = loop.create_future()
-        submission = Submission(workspace, [WireCall.of(call) for call in calls])
-        self._pending.append(_Waiting(submission, future))
-        self._queued += len(calls)
-        self._drained.clear()
-        self._send_pending()
-        return await future
+    # -- Committer ---------------------------------------------------------------------
 
-    def _send_pending(self) -> None:
-        """Send what is pending as one group, unless two groups are already with the process."""
-        while self._pending and self._process is not None and len(self._in_flight) < IN_FLIGHT:
-            batch = self._take_batch()
-            self._in_flight.append(batch)
-            self._process.send(Group([w.submission for w in batch]))
+    @property
+    def ready(self) -> bool:
+        return self._process is not None
 
-    def _take_batch(self) -> Batch:
-        batch: Batch = []
-        size = 0
-        while self._pending and size < self._batch_max:
-            waiting = self._pending.popleft()
-            batch.append(waiting)
-            size += len(waiting.submission.calls)
-        return batch
+    def commit(
+        self, commands: list[Command[Any]], answer_early: AnswerEarly
+    ) -> asyncio.Future[Committed]:
+        """Send the group; the process answers early itself in the negative control."""
+        assert self._process is not None
+        future: asyncio.Future[Committed] = asyncio.get_running_loop().create_future()
+        self._in_flight.append((commands, future))
+        group = Group([wire_command(command) for command in commands])
+        self._process.send(self._encode(group))
+        return future
+
+    # -- answers -----------------------------------------------------------------------
 
     async def _read_answers(self) -> None:
         while self._process is not None:
@@ -198,25 +181,15 @@ class GroupCommitWriter:
                     return
                 await self._replace_process()
                 continue
-            self._answered(self._in_flight.popleft(), answer)
-            self._send_pending()
-
-    def _answered(self, batch: Batch, answer: Answer | None) -> None:
-        self._queued -= sum(len(w.submission.calls) for w in batch)
-        results = _results(answer, len(batch))
-        if answer is not None:
-            for reason in answer.refusals:
-                self._observer.refused(reason)
-            self._observer.committed(*commit_counts(results))
-        settle([w.future for w in batch], results)
-        if not self._pending and not self._in_flight:
-            self._drained.set()
+            commands, future = self._in_flight.popleft()
+            _settle(future, commands, answer)
 
     async def _replace_process(self) -> None:
-        """The process died: answer its groups 503, then start a new one (and retry)."""
+        """The process died: answer its groups 503, then start a new one (and go on)."""
         log.error("the SQLite writer process died; its requests are answered 503")
+        restarted = Unavailable("the store's writer restarted; retry shortly", retry_after=1)
         while self._in_flight:
-            self._answered(self._in_flight.popleft(), None)
+            self._in_flight.popleft()[1].set_exception(restarted)
         dead, self._process = self._process, None
         if dead is not None:
             await dead.close(timeout=5)
@@ -228,9 +201,8 @@ class GroupCommitWriter:
                 self._process = await self._new_process()
             except Exception:
                 log.exception("the SQLite writer process could not start")
-                while self._pending:  # nobody waits for a writer that may not come back
-                    self._answered([self._pending.popleft()], None)
-        self._send_pending()
+                self.queue.fail_pending(restarted)  # nobody waits for one that may not come
+        self.queue.resume()
 
     async def _new_process(self) -> WriterProcess:
         level = logging.getLevelName(logging.getLogger("opencdp").getEffectiveLevel())
@@ -239,12 +211,27 @@ class GroupCommitWriter:
         )
 
 
-def _results(answer: Answer | None, size: int) -> list[list[Accepted] | BaseException]:
-    """Each request's answer: its ``Accepted`` list, or the error to raise in it."""
-    if answer is None:
-        message = "the store's writer restarted; retry shortly"
-        return [Unavailable(message, retry_after=1) for _ in range(size)]
-    return [o.accepted if o.accepted is not None else _error(o.error) for o in answer.outcomes]
+def _settle(
+    future: asyncio.Future[Committed], commands: list[Command[Any]], answer: Answer
+) -> None:
+    if answer.results is None:
+        future.set_exception(_error(answer.error))
+        return
+    results = [_decoder(c).decode(r) for c, r in zip(commands, answer.results, strict=True)]
+    positions = tuple(range(first, last + 1) for first, last in answer.positions)
+    future.set_result(Committed(results, answer.refusals, positions))
+
+
+_DECODERS: dict[type[Command[Any]], msgspec.msgpack.Decoder[Any]] = {}
+
+
+def _decoder(command: Command[Any]) -> msgspec.msgpack.Decoder[Any]:
+    """The decoder of ``command``'s result (one per kind, made once)."""
+    kind = type(command)
+    decoder = _DECODERS.get(kind)
+    if decoder is None:
+        decoder = _DECODERS[kind] = msgspec.msgpack.Decoder(kind.result_type)
+    return decoder
 
 
 def _error(reason: str | None) -> OpenCDPError:

@@ -1,15 +1,15 @@
 """The SQLite writer process: it owns the one write connection and commits in groups.
 
 ``opencdp serve`` parses and checks requests on one core; this process applies the
-identity and trait rules and runs the SQL on the other. The server's ``GroupCommitWriter``
-(``sqlite.writer_client``) sends it a whole group of requests' calls as one frame over a Unix
-socket; it applies the group in one transaction, commits (one fsync with
-``synchronous=FULL``) and only then answers with one frame. A request is answered 200
-only after that answer arrives, so nothing acknowledged is uncommitted.
-
-Frames are a 4-byte big-endian length and a msgpack body (``Group``, ``Answer``). The
-process ends when the server closes its end of the socket (on stop, or when the
-server dies): it never outlives the server by more than the group it is committing.
+identity and trait rules and runs the SQL on the other. Every write of the server
+comes here as a command (``store.commands``): the server's group commit
+(``sqlite.writer_client``) sends a whole group of them as one frame over a Unix socket
+(``sqlite.protocol``); the process applies the group in one transaction
+(``sqlite.apply``), commits (one fsync with ``synchronous=FULL``) and only then answers
+with one frame. A request is answered 200 only after that answer arrives, so nothing
+acknowledged is uncommitted. The process ends when the server closes its end of the
+socket (on stop, or when the server dies): it never outlives the server by more than
+the group it is committing.
 """
 
 from __future__ import annotations
@@ -19,197 +19,61 @@ import logging
 import signal
 import socket
 import sqlite3
-import struct
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from typing import Any
 
 import msgspec
 
 from opencdp.logs import configure_logging
-from opencdp.models import Accepted, Workspace
-from opencdp.store.base import StoreObserver
-from opencdp.store.batching import by_workspace, split_answers
-from opencdp.store.sqlite.append import BatchWriter, WireCall
+from opencdp.store.commands import AppendCalls
+from opencdp.store.sqlite.apply import Transaction
 from opencdp.store.sqlite.connection import connect
+from opencdp.store.sqlite.protocol import BUSY, READY, Answer, Group, receive_frame, send_frame
 
 log = logging.getLogger("opencdp.store")
 
-LENGTH = struct.Struct(">I")
-
-
-class Submission(msgspec.Struct, array_like=True):
-    """One request's calls."""
-
-    workspace: Workspace
-    calls: list[WireCall]
-
-
-class Group(msgspec.Struct, array_like=True):
-    """What the server sends: the requests to commit together."""
-
-    submissions: list[Submission]
-
-
-class Outcome(msgspec.Struct, array_like=True):
-    """One request's answer: its calls' ``Accepted``, or why the write failed."""
-
-    accepted: list[Accepted] | None = None
-    error: str | None = None
-
-
-#: ``Outcome.error`` when another connection held the write lock past the busy timeout
-#: (an index being built, a long ``opencdp`` command): worth a retry, unlike other errors.
-BUSY = "busy"
-
-
-class Answer(msgspec.Struct, array_like=True):
-    """What the process sends back, once the group is committed (or has failed)."""
-
-    outcomes: list[Outcome]
-    refusals: list[str]  # guardrail refusals, for the server's metrics
-
-
-# -- frames ----------------------------------------------------------------------------
-
-
-def frame(payload: bytes) -> bytes:
-    """``payload`` as one frame: its length, then itself."""
-    return LENGTH.pack(len(payload)) + payload
-
-
-def send_frame(sock: socket.socket, payload: bytes) -> None:
-    sock.sendall(frame(payload))
-
-
-def receive_frame(sock: socket.socket) -> bytes | None:
-    """The next frame's body, or None when the other end has closed the socket."""
-    head = _receive_exactly(sock, LENGTH.size)
-    if head is None:
-        return None
-    body = _receive_exactly(sock, LENGTH.unpack(head)[0])
-    if body is None:
-        raise ConnectionError("the socket closed in the middle of a frame")
-    return body
-
-
-def _receive_exactly(sock: socket.socket, size: int) -> bytes | None:
-    buffer = bytearray(size)
-    view = memoryview(buffer)
-    got = 0
-    while got < size:
-        n = sock.recv_into(view[got:])
-        if n == 0:
-            if got == 0:
-                return None
-            raise ConnectionError("the socket closed in the middle of a frame")
-        got += n
-    return bytes(buffer)
-
-
-# -- committing ------------------------------------------------------------------------
-
-
-class _Refusals(StoreObserver):
-    """Collects the guardrail refusals of a group, to send them with its answer."""
-
-    def __init__(self) -> None:
-        self.reasons: list[str] = []
-
-    def refused(self, reason: str) -> None:
-        self.reasons.append(reason)
-
 
 class CommitEngine:
-    """Applies groups of requests on the write connection, one transaction per group.
+    """Commits each group it is given in one transaction, then answers.
 
-    If a group fails as a whole, its requests are retried one by one, so one bad
-    request cannot fail the others committed with it.
+    A group that fails is answered with why, and nothing of it stays: the server
+    decides what to do next (commit its commands again one by one).
     """
 
     def __init__(self, conn: sqlite3.Connection, *, ack_before_commit: bool = False) -> None:
-        self._conn = conn
+        self._transaction = Transaction(conn)
         self._ack_before_commit = ack_before_commit
-        self._refusals = _Refusals()
-        self._batch = BatchWriter(conn, self._refusals)
-        self._workspaces: dict[Workspace, int] = {}
+        self._encode = msgspec.msgpack.Encoder().encode
 
     def commit(self, group: Group, answer: Callable[[Answer], None]) -> None:
         """Commit ``group``, then ``answer`` (before committing only for the negative control)."""
         answered = False
 
-        def before_commit(outcomes: list[Outcome]) -> None:
+        def before_commit(results: list[Any]) -> None:
             nonlocal answered
-            if self._ack_before_commit and not answered:
+            if self._ack_before_commit and isinstance(group.commands[0], AppendCalls):
                 answered = True
-                _answer_too_early(answer, self._answer(outcomes))
+                _answer_too_early(answer, self._answer(results))
 
-        submissions = group.submissions
         try:
-            outcomes = self._write(submissions, before_commit)
-        except sqlite3.OperationalError as exc:
-            if not _is_busy(exc):
-                raise
-            log.error("the database stayed locked by another connection; answering 503")
-            outcomes = [Outcome(error=BUSY) for _ in submissions]
-        except Exception:
-            log.exception("group commit failed; retrying its requests one by one")
-            outcomes = [self._write_alone(s, before_commit) for s in submissions]
-        if not answered:
-            answer(self._answer(outcomes))
-
-    def _answer(self, outcomes: list[Outcome]) -> Answer:
-        reasons, self._refusals.reasons = self._refusals.reasons, []
-        return Answer(outcomes, reasons)
-
-    def _write_alone(
-        self, submission: Submission, before_commit: Callable[[list[Outcome]], None]
-    ) -> Outcome:
-        try:
-            return self._write([submission], before_commit)[0]
+            results = self._transaction.apply(group.commands, before_commit)
         except Exception as exc:
-            log.exception("write failed")
-            return Outcome(error=type(exc).__name__)
+            busy = isinstance(exc, sqlite3.OperationalError) and _is_busy(exc)
+            if busy:
+                log.error("the database stayed locked by another connection; answering 503")
+            else:
+                log.exception("group commit failed")
+            if not answered:  # an early answer was the only one (the negative control)
+                answer(Answer(None, BUSY if busy else type(exc).__name__))
+            return
+        if not answered:
+            answer(self._answer(results))
 
-    def _write(
-        self, submissions: Sequence[Submission], before_commit: Callable[[list[Outcome]], None]
-    ) -> list[Outcome]:
-        known_workspaces = dict(self._workspaces)
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            results: list[list[Accepted]] = [[] for _ in submissions]
-            sizes = [len(s.calls) for s in submissions]
-            requests = [(s.workspace, s.calls) for s in submissions]
-            for workspace, indexes, calls in by_workspace(requests):
-                answers = self._batch.write(self._workspace_id(workspace), calls)
-                split_answers(answers, indexes, sizes, results)
-            outcomes = [Outcome(accepted) for accepted in results]
-            before_commit(outcomes)
-            self._conn.execute("COMMIT")
-        except BaseException:
-            if self._conn.in_transaction:
-                self._conn.execute("ROLLBACK")
-            self._workspaces = known_workspaces
-            self._refusals.reasons.clear()
-            self._batch.rolled_back()
-            raise
-        self._batch.committed()
-        return outcomes
-
-    def _workspace_id(self, workspace: Workspace) -> int:
-        cached = self._workspaces.get(workspace)
-        if cached is not None:
-            return cached
-        key = (workspace.client_id, workspace.account_id, workspace.brand_id)
-        self._conn.execute(
-            "INSERT OR IGNORE INTO workspaces (client_id, account_id, brand_id) VALUES (?, ?, ?)",
-            key,
-        )
-        row = self._conn.execute(
-            "SELECT id FROM workspaces WHERE client_id = ? AND account_id = ? AND brand_id = ?",
-            key,
-        ).fetchone()
-        self._workspaces[workspace] = int(row[0])
-        return int(row[0])
+    def _answer(self, results: list[Any]) -> Answer:
+        encode, tx = self._encode, self._transaction
+        raw = [msgspec.Raw(encode(result)) for result in results]
+        return Answer(raw, None, list(tx.refusals), list(tx.positions))
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
@@ -237,7 +101,7 @@ def serve(sock: socket.socket, engine: CommitEngine) -> None:
     def answer(reply: Answer) -> None:
         send_frame(sock, encode(reply))
 
-    send_frame(sock, encode(Answer([], [])))  # ready: the connection is open
+    send_frame(sock, encode(READY))
     while (frame := receive_frame(sock)) is not None:
         engine.commit(decode(frame), answer)
 
