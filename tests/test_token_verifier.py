@@ -85,12 +85,20 @@ async def listening(store: Store) -> bool:
 
 def token_reads(store: Store) -> Callable[[], int]:
     """How many times ``store`` goes to its database for a token (or anything) from now
-    on: the statements naming ``tokens`` on SQLite, connections taken from the pool on
-    PostgreSQL (every query of the store takes one)."""
+    on: its token reads on SQLite (each runs ``SELECT … FROM tokens`` on a reader
+    thread), connections taken from the pool on PostgreSQL (every query of the store
+    takes one)."""
     if isinstance(store, SQLiteStore):
-        statements: list[str] = []
-        store.reader().set_trace_callback(statements.append)
-        return lambda: sum("FROM tokens" in s for s in statements)
+        calls = 0
+        find_token = store.find_token
+
+        async def counted(token_id: str) -> TokenRecord | None:
+            nonlocal calls
+            calls += 1
+            return await find_token(token_id)
+
+        store.find_token = counted  # type: ignore[method-assign]
+        return lambda: calls
     assert isinstance(store, PostgresStore)
     pool = store.pool
     before = pool.get_stats().get("requests_num", 0)
