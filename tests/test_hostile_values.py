@@ -20,7 +20,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from opencdp.ingest import MAX_INDEXED_LENGTH
+from opencdp.calls import MAX_INDEXED_LENGTH
 from opencdp.models import Call
 from opencdp.store.base import Store
 from tests.conftest import TRACK, MakeToken

@@ -13,7 +13,7 @@ import pytest
 from starlette.applications import Starlette
 from starlette.types import Scope
 
-from opencdp.api.common import ClientAddress
+from opencdp.api.services import ClientAddress
 from opencdp.app import create_app
 from opencdp.config import Settings
 from opencdp.models import Accepted, Call, Workspace
