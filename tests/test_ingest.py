@@ -186,6 +186,8 @@ ERRORS: list[tuple[str, dict[str, Any], str]] = [
     ("group", {"userId": DELETE}, "userId or anonymousId: one is required"),
     ("group", {"traits": []}, "traits: must be an object (got array)"),
     ("group", {"groupId": 5}, "groupId: must be a string (got integer)"),
+    ("group", {"groupId": DELETE}, "groupId: required"),
+    ("alias", {"event": "track"}, 'event: must be "alias"'),
     ("group", {"event": "identify"}, 'event: must be "group"'),
 ]
 
