@@ -147,8 +147,9 @@ CALL_TYPES = tuple(CALLS)
 
 
 class Batch(Shape, Generic[T], kw_only=True):
-    """Up to 1000 calls, each a call's body with its ``type``; ``sentAt`` applies to the
-    items that carry none. Every valid item is stored; see ``errors`` for the others."""
+    """A ``batch`` body, ``T`` its list of items: ``list[Any]`` to validate (each item is
+    then validated alone, so a bad one refuses only itself), the tagged call shapes to
+    document (``BatchCall``)."""
 
     batch: T
     sent_at: SentAt | None = None
