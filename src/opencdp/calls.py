@@ -155,8 +155,9 @@ class Batch(Shape, Generic[T], kw_only=True):
     sent_at: SentAt | None = None
 
 
-#: A batch as ``ingest`` converts it: its items are validated one by one afterwards.
-BatchEnvelope = Batch[list[Any]]
+class BatchEnvelope(Batch[list[Any]]):
+    """A batch as ``ingest`` converts it (a class, not an alias: msgspec keeps its
+    compiled form); its items are validated one by one afterwards."""
 
 
 def batch_items(calls: dict[str, type[Shape]], prefix: str = "") -> Any:
