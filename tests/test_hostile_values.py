@@ -20,7 +20,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from opencdp.ingest import MAX_INDEXED_LENGTH
+from opencdp.calls import MAX_INDEXED_LENGTH
 from opencdp.models import Call
 from opencdp.store.base import Store
 from tests.conftest import TRACK, MakeToken
@@ -269,6 +269,62 @@ async def test_every_accepted_user_id_is_reachable(api: Client, user_id: str) ->
     traits = await api.get(f"profiles/{ref}/traits")
     assert traits["externalId"] == user_id
     await read_everything(api, [user_id])
+
+
+# -- the native group action: the same refusals and reads on every write path ----------------
+
+
+def group(user_id: str = "u1", **fields: Any) -> dict[str, Any]:
+    return {"userId": user_id, "groupId": "acme", "timestamp": NOW, **fields}
+
+
+async def send_group_each_way(api: Client, call: dict[str, Any]) -> list[Any]:
+    """``call`` as a group through the four write paths, batches led by a good group."""
+    good, item = {"type": "group", **group("good")}, {"type": "group", **call}
+    return [
+        await api.native("group", call),
+        await api.native("batch", {"batch": [good, item]}),
+        await api.segment("group", as_segment(call)),
+        await api.segment("batch", {"batch": [as_segment(good), as_segment(item)]}),
+    ]
+
+
+GROUP_REFUSALS = [
+    ("groupId", group(groupId="a\x00b")),
+    ("groupId", group(groupId=["acme"])),
+    ("traits.name", group(traits={"name": "x\x00"})),
+    ("userId", group(LONG)),
+    ("anonymousId", group(anonymousId=LONG)),
+    ("messageId", group(messageId=LONG)),
+]
+
+
+@pytest.mark.parametrize(("field", "call"), GROUP_REFUSALS, ids=[f for f, _ in GROUP_REFUSALS])
+async def test_a_hostile_group_refuses_only_its_item(
+    api: Client, field: str, call: dict[str, Any]
+) -> None:
+    for response in await send_group_each_way(api, call):
+        assert_refused(response, field)
+    assert len(await scroll(api, "events", userId="good")) == 2
+    events = await read_everything(api, ["good"])
+    assert {e["userId"] for e in events} == {"good"}
+
+
+async def test_odd_but_valid_group_values_are_stored_and_read(api: Client) -> None:
+    """No limit on groupId (not indexed); any text in it and in the ids reads back as sent."""
+    user_id = "a/\n/b ü"
+    traits = {"name": "Acme\tInc", "nested": {"deep": [None, {"x": LONG}]}}
+    call = group(user_id, groupId=LONG + "\n😀", traits=traits)
+    for response in await send_group_each_way(api, call):
+        assert response.status_code == 200, response.text
+        assert not response.json().get("errors"), response.text
+    events = await read_everything(api, [user_id, "good"])
+    stored = {e["eventId"]: e for e in events if e["userId"] == user_id}
+    assert len(stored) == 4
+    for event in stored.values():
+        assert event["eventAction"] == "group"
+        assert event["rawData"]["groupId"] == LONG + "\n😀"
+        assert event["rawData"]["traits"] == traits
 
 
 # -- finding: gzip members after the first ----------------------------------------------------

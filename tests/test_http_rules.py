@@ -13,8 +13,9 @@ import pytest
 from starlette.applications import Starlette
 from starlette.types import Scope
 
-from opencdp.api.common import ClientAddress
+from opencdp.api.services import ClientAddress
 from opencdp.app import create_app
+from opencdp.calls import CALL_TYPES
 from opencdp.config import Settings
 from opencdp.models import Accepted, Call, Workspace
 from opencdp.ratelimit import MemoryRateLimiter
@@ -456,7 +457,7 @@ async def test_openapi_covers_every_route(client: httpx.AsyncClient, app: Starle
     assert response.status_code == 200
     document = response.json()
     assert document["openapi"].startswith("3.1")
-    for action in ("identify", "track", "page", "screen", "alias", "batch"):
+    for action in ("identify", "track", "page", "screen", "alias", "group", "batch"):
         operation = document["paths"][f"/track/{{clientId}}/{{accountId}}/{{brandId}}/v1/{action}"]
         post = operation["post"]
         assert post["requestBody"]["content"]["application/json"]["schema"]["$ref"]
@@ -467,6 +468,26 @@ async def test_openapi_covers_every_route(client: httpx.AsyncClient, app: Starle
     schemas = document["components"]["schemas"]
     for ref in _refs(document["paths"]):
         assert ref.removeprefix("#/components/schemas/") in schemas
+
+
+async def test_openapi_shows_each_call_type_once_for_calls_and_batch_items(
+    client: httpx.AsyncClient,
+) -> None:
+    """A batch item is its call type's own schema plus ``type``: the two cannot drift."""
+    document = (await client.get("/openapi.json")).json()
+    schemas = document["components"]["schemas"]
+    items = _refs(schemas["BatchCall"]["properties"]["batch"])
+    names = {ref.removeprefix("#/components/schemas/") for ref in items}
+    assert names == {f"{kind.capitalize()}Item" for kind in CALL_TYPES}
+    for kind in CALL_TYPES:
+        post = document["paths"][f"/track/{{clientId}}/{{accountId}}/{{brandId}}/v1/{kind}"]["post"]
+        call = post["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+        single = schemas[call.removeprefix("#/components/schemas/")]
+        item = schemas[f"{kind.capitalize()}Item"]
+        assert item["properties"] == {"type": {"enum": [kind]}, **single["properties"]}
+        assert set(item["required"]) == {"type", *single["required"]}
+    group = schemas["GroupCall"]
+    assert {"groupId", "timestamp"} <= set(group["required"]) and "traits" in group["properties"]
 
 
 def _refs(node: Any) -> list[str]:

@@ -189,3 +189,83 @@ async def test_message_ids_are_per_workspace(
         "/track/c1/a1/other-brand/v1/track", json=call, headers={"auth-token": token}
     )
     assert assert_event_id(other) != first
+
+
+# -- group: the native action, a batch item and Segment's /v1/group are one call ----------
+
+DELETE = object()  # in a change: remove the field
+GROUP: dict[str, Any] = {
+    "userId": "ABC/123",
+    "groupId": "acme",
+    "traits": {"name": "Acme Inc", "plan": "team"},
+    "context": {"ip": "24.5.68.47"},
+    "timestamp": "2019-11-28T14:31:58.596Z",
+}
+
+
+async def read_event(client: httpx.AsyncClient, token: str, event_id: str) -> dict[str, Any]:
+    response = await client.get(f"{TRACK}/events/{event_id}", headers={"auth-token": token})
+    assert response.status_code == 200, response.text
+    event: dict[str, Any] = response.json()
+    return event
+
+
+async def test_group_is_stored_as_an_event_with_its_traits(
+    client: httpx.AsyncClient, make_token: MakeToken
+) -> None:
+    token, reader = await make_token(), await make_token(scopes=("read",))
+    event_id = assert_event_id(await post(client, "group", GROUP, token))
+    event = await read_event(client, reader, event_id)
+    assert event["eventAction"] == "group" and event["userId"] == "ABC/123"
+    assert event["rawData"] == {"action": "group", **GROUP}
+    profile = await client.get(
+        f"{TRACK}/profiles/userId:ABC%2F123/traits", headers={"auth-token": reader}
+    )
+    assert profile.status_code == 200, profile.text
+    assert "plan" not in profile.json()  # a group's traits stay on its event
+
+
+async def test_group_is_the_same_call_natively_in_a_batch_and_from_segment(
+    client: httpx.AsyncClient, make_token: MakeToken
+) -> None:
+    token, reader = await make_token(), await make_token(scopes=("read",))
+    native = assert_event_id(await post(client, "group", GROUP, token))
+    batch = await post(client, "batch", {"batch": [{"type": "group", **GROUP}]}, token)
+    assert batch.status_code == 200, batch.text
+    [in_batch] = batch.json()["eventIds"]
+    segment = await client.post("/v1/group", json={**GROUP, "writeKey": token})
+    from_segment = assert_event_id(segment)
+    events = [await read_event(client, reader, i) for i in (native, in_batch, from_segment)]
+    kept = ("eventAction", "userId", "anonymousId", "eventTime", "customerId")
+    assert len({tuple(event[key] for key in kept) for event in events}) == 1
+    assert events[0]["rawData"] == events[2]["rawData"]
+    assert events[1]["rawData"] == {"type": "group", **events[0]["rawData"]}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"groupId": DELETE}, "groupId: required"),
+        ({"groupId": None}, "groupId: must be a string (got null)"),
+        ({"groupId": 7}, "groupId: must be a string (got integer)"),
+        ({"traits": "gold"}, "traits: must be an object (got string)"),
+        ({"userId": DELETE}, "userId or anonymousId: one is required"),
+        ({"event": "track"}, 'event: must be "group"'),
+        ({"timestamp": "today"}, "timestamp: not an ISO-8601 time"),
+    ],
+)
+async def test_a_bad_group_is_a_400_naming_the_field_on_every_path(
+    client: httpx.AsyncClient, make_token: MakeToken, change: dict[str, Any], message: str
+) -> None:
+    token = await make_token()
+    call = {k: v for k, v in {**GROUP, **change}.items() if v is not DELETE}
+    single = await post(client, "group", call, token)
+    assert single.status_code == 400, single.text
+    assert single.json()["error"] == {"code": "validation_error", "message": message}
+    batch = await post(client, "batch", {"batch": [{"type": "group", **call}]}, token)
+    assert batch.status_code == 400, batch.text
+    assert batch.json()["errors"][0]["message"] == f"batch[0].{message}"
+    segment = await client.post("/v1/group", json={**call, "writeKey": token})
+    assert segment.status_code == 400, segment.text
+    assert segment.json()["error"]["message"] == message
+

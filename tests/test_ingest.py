@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from opencdp import errors, ingest
+from opencdp import calls, errors, ingest
 from opencdp.identity import PLACEHOLDER_IDS
 from opencdp.models import MAX_MILLIS, MIN_MILLIS, BatchItemError, Call, format_millis, to_millis
 
@@ -108,7 +108,7 @@ def test_null_optional_field_counts_as_not_sent(field: str) -> None:
 
 
 def test_user_id_may_hold_any_character() -> None:
-    for user_id in ("ABC/123", "a b", "ü/ö?#%", "x" * ingest.MAX_INDEXED_LENGTH):
+    for user_id in ("ABC/123", "a b", "ü/ö?#%", "x" * calls.MAX_INDEXED_LENGTH):
         assert parse("track", body_for("track", userId=user_id)).user_id == user_id
 
 
@@ -128,7 +128,7 @@ def test_timestamp_forms(stamp: str, millis: int) -> None:
 
 # --- every validation error names its field -------------------------------------------
 
-LONG_ID = "x" * (ingest.MAX_INDEXED_LENGTH + 1)
+LONG_ID = "x" * (calls.MAX_INDEXED_LENGTH + 1)
 NOT_TIME = "timestamp: not an ISO-8601 time"
 
 ERRORS: list[tuple[str, dict[str, Any], str]] = [
@@ -186,6 +186,8 @@ ERRORS: list[tuple[str, dict[str, Any], str]] = [
     ("group", {"userId": DELETE}, "userId or anonymousId: one is required"),
     ("group", {"traits": []}, "traits: must be an object (got array)"),
     ("group", {"groupId": 5}, "groupId: must be a string (got integer)"),
+    ("group", {"groupId": DELETE}, "groupId: required"),
+    ("alias", {"event": "track"}, 'event: must be "alias"'),
     ("group", {"event": "identify"}, 'event: must be "group"'),
 ]
 

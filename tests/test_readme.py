@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import fields
 from pathlib import Path
 
 from opencdp.config import Settings
+from opencdp.ingest import parse_call
 
 ROOT = Path(__file__).parent.parent
 README = (ROOT / "README.md").read_text()
@@ -53,3 +55,13 @@ def test_every_make_target_named_exists() -> None:
 def test_the_first_lines_are_make_run_and_make_test() -> None:
     first_block = README.split("```sh\n", 1)[1].split("```", 1)[0].splitlines()
     assert [line.split()[:2] for line in first_block] == [["make", "run"], ["make", "test"]]
+
+
+def test_every_tracking_call_in_the_tour_is_valid() -> None:
+    """The tour's ``curl -d`` bodies are accepted as the calls they are posted as."""
+    tour = section("A five-minute tour")
+    examples = re.findall(r"/v1/(\w+) \\\n.*?-d '(\{.*?\n  \})'", tour, re.S)
+    assert [action for action, _ in examples] == ["identify", "track", "page", "group"]
+    for action, body in examples:
+        call = parse_call(action, json.loads(body), received_time=0, client_ip=None)
+        assert call.action == action

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from opencdp import ingest
+from opencdp import calls
 from opencdp.shape_errors import first_problem
 
 FIELDS = ["timestamp", "sentAt", "messageId", "context", "userId", "anonymousId", "event",
@@ -25,7 +25,7 @@ VALUES = st.recursive(
     | st.dictionaries(st.sampled_from(FIELDS), inner, max_size=4),
     max_leaves=12,
 )
-SHAPES = [*{id(s): s for s in ingest._SHAPES.values()}.values(), ingest._BatchShape]
+SHAPES = [*calls.CALLS.values(), calls.BatchEnvelope]
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: s.__name__)

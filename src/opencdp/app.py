@@ -25,19 +25,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from opencdp import openapi
 from opencdp.api import events, ops, profiles, segment, tracking
-from opencdp.api.common import (
+from opencdp.api.preauth import PreAuth
+from opencdp.api.responses import (
     EXTRA_HEADERS,
     REQUEST_ID,
-    ApiRoute,
-    ClientAddress,
-    Endpoint,
     JSONResponse,
-    Services,
     error_body,
     error_response,
-    register_convertors,
 )
-from opencdp.api.preauth import PreAuth
+from opencdp.api.routing import ApiRoute, Endpoint, register_convertors
+from opencdp.api.services import ClientAddress, Services
 from opencdp.auth import TokenVerifier
 from opencdp.config import Settings
 from opencdp.errors import MethodNotAllowed, NotFound, OpenCDPError
@@ -73,7 +70,7 @@ def create_app(
     )
     if metrics is None:
         metrics = Metrics(limiter)
-    table = route_table(services, metrics.endpoints())
+    table = route_table(services, ops.metrics_endpoints(metrics))
     app = OpenCDPApp(
         routes=[ApiRoute(endpoint) for endpoint in table],
         middleware=[Middleware(MetricsMiddleware, metrics=metrics), Middleware(RequestContext)],

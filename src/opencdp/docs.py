@@ -15,7 +15,7 @@ from importlib import resources
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
-from opencdp.api.common import Endpoint
+from opencdp.api.routing import Endpoint
 from opencdp.errors import NotFound
 
 ASSETS = "/docs/assets"

@@ -1,9 +1,16 @@
 """The error hierarchy: each error knows its HTTP status and the SPEC's error code.
 
-Lower layers raise these; one handler in ``app.py`` renders the error body.
+Lower layers raise these; one handler in ``app.py`` renders the error body, whose
+shapes (for the OpenAPI document) are at the end of this module.
 """
 
 from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from opencdp.models import BatchItemError
 
 
 class OpenCDPError(Exception):
@@ -26,6 +33,14 @@ class ValidationFailed(OpenCDPError):
 
     status = 400
     code = "validation_error"
+
+
+class BatchRefused(ValidationFailed):
+    """No call of a ``batch`` was valid: 400 with every item's error (SPEC §4)."""
+
+    def __init__(self, problems: list[BatchItemError]) -> None:
+        super().__init__("batch: no call was valid; see errors")
+        self.problems = problems
 
 
 class InvalidRequest(OpenCDPError):
@@ -115,3 +130,32 @@ class Unavailable(OpenCDPError):
     @property
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after)}
+
+
+# -- the error bodies, as the OpenAPI document describes them (SPEC §3) ------------------
+
+
+class ErrorDetail(msgspec.Struct):
+    code: Literal[
+        "authentication_error",
+        "invalid_request_error",
+        "rate_limit_error",
+        "validation_error",
+        "not_found",
+        "internal_server_error",
+    ]
+    message: str
+
+
+class Error(msgspec.Struct):
+    """The error body of every API; ``message`` names the offending field and why."""
+
+    error: ErrorDetail
+
+
+class TrackingError(msgspec.Struct):
+    """The tracking API's error body: the common one plus ``success`` and ``message``."""
+
+    success: Literal[False]
+    message: str
+    error: ErrorDetail

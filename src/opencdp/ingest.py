@@ -1,8 +1,8 @@
 """Validate and normalise a tracking call into a ``Call``: pure, no I/O (SPEC §4).
 
-msgspec checks the shape of each call type (types, required fields, RFC 3339 times);
-the domain rules follow by hand: placeholder ids, fixed ``event`` names, snake-case
-event actions, clock-skew correction and the ``rawData`` additions.
+msgspec checks the shape of each call type (``opencdp.calls``: types, required fields,
+fixed ``event`` names, RFC 3339 times); the domain rules follow by hand: placeholder
+ids, snake-case event actions, clock-skew correction and the ``rawData`` additions.
 
 Every rejection is ``ValidationFailed("<field>: <why>")`` where ``<field>`` is a path
 such as ``context.ip`` or ``traits.marketingPreferences.channels[1].channel``; a body
@@ -15,102 +15,27 @@ from __future__ import annotations
 
 import functools
 import re
-from datetime import datetime
-from typing import Annotated, Any, TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 
 from opencdp import errors
+from opencdp.calls import (
+    CALL_TYPES,
+    CALLS,
+    MAX_BATCH_ITEMS,
+    MAX_INDEXED_LENGTH,
+    AliasCall,
+    BatchEnvelope,
+    CallBody,
+)
 from opencdp.identity import is_placeholder
 from opencdp.models import MAX_MILLIS, MIN_MILLIS, BatchItemError, Call, format_millis, to_millis
 from opencdp.shape_errors import first_problem
 from opencdp.shape_errors import json_kind as _json_kind
 
-CALL_TYPES = ("identify", "track", "page", "screen", "alias", "group")
-MAX_BATCH_ITEMS = 1000
-#: The longest value the stores index (userId, anonymousId, previousId, event name,
-#: traits.email): 512 characters, at most 2,048 bytes, fits any PostgreSQL index row.
-MAX_INDEXED_LENGTH = 512
-MAX_MESSAGE_ID_LENGTH = 200
 MAX_FUTURE_MS = 24 * 60 * 60 * 1000  # a skew-corrected time further ahead is clamped
-
-Time = Annotated[datetime, msgspec.Meta(tz=True)]
-Id = Annotated[str, msgspec.Meta(max_length=MAX_INDEXED_LENGTH)]
-MessageId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_MESSAGE_ID_LENGTH)]
-EventName = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_INDEXED_LENGTH)]
-JSONObject = dict[str, Any]
 S = TypeVar("S", bound=msgspec.Struct)
-
-
-class _Shape(msgspec.Struct, kw_only=True, rename="camel"):
-    """Base of the shapes below: unknown fields are allowed and ignored."""
-
-
-class _Context(_Shape, kw_only=True):
-    ip: str | None = None
-
-
-class _Channel(_Shape, kw_only=True):
-    channel: str
-    subscribed: bool | msgspec.UnsetType = msgspec.UNSET
-
-
-class _MarketingPreferences(_Shape, kw_only=True):
-    channels: list[_Channel] | msgspec.UnsetType = msgspec.UNSET
-
-
-class _Traits(_Shape, kw_only=True):
-    marketing_preferences: _MarketingPreferences | msgspec.UnsetType = msgspec.UNSET
-
-
-class _CallShape(_Shape, kw_only=True):
-    timestamp: Time
-    sent_at: Time | None = None
-    message_id: MessageId | None = None
-    context: _Context | None = None
-    user_id: Id | None = None
-    anonymous_id: Id | None = None
-    event: Any = None  # if sent, must equal the call type (track overrides this)
-
-
-class _Identify(_CallShape, kw_only=True):
-    user_id: Id
-    traits: _Traits
-
-
-class _Track(_CallShape, kw_only=True):
-    event: EventName
-    properties: JSONObject | None = None
-
-
-class _Page(_CallShape, kw_only=True):  # screen too
-    name: str | None = None
-    properties: JSONObject | None = None
-
-
-class _Alias(_CallShape, kw_only=True):
-    user_id: Id
-    previous_id: Id
-
-
-class _Group(_CallShape, kw_only=True):
-    group_id: str | None = None
-    traits: JSONObject | None = None
-
-
-class _BatchShape(_Shape, kw_only=True):
-    batch: list[Any]
-    sent_at: Time | None = None
-
-
-_SHAPES: dict[str, type[_CallShape]] = {
-    "identify": _Identify,
-    "track": _Track,
-    "page": _Page,
-    "screen": _Page,
-    "alias": _Alias,
-    "group": _Group,
-}
 _NOT_SNAKE = re.compile(r"[^a-z0-9]+")
 
 
@@ -136,8 +61,9 @@ def parse_batch(
     """Validate a ``batch`` body: one ``Call`` per good item, ``None`` and an error per bad one.
 
     The batch's own ``sentAt`` applies to items that carry none; nothing else is inherited.
+    A batch with no valid item raises ``BatchRefused`` (400 listing every item's error).
     """
-    shape = _convert(_BatchShape, body)
+    shape = _convert(BatchEnvelope, body)
     _check_batch_size(shape.batch)
     sent_at = None if shape.sent_at is None else to_millis(shape.sent_at)
     calls: list[Call | None] = []
@@ -148,6 +74,8 @@ def parse_batch(
         except errors.ValidationFailed as exc:
             calls.append(None)
             problems.append(BatchItemError(index, exc.code, exc.message))
+    if len(problems) == len(calls):
+        raise errors.BatchRefused(problems)
     return calls, problems
 
 
@@ -216,7 +144,7 @@ def _parse(
     user_id, anonymous_id = _linkable_ids(shape)
     return Call(
         action=action,
-        event_action=_event_action(action, shape.event),
+        event_action=_event_action(action, shape),
         user_id=user_id,
         anonymous_id=anonymous_id,
         event_time=_event_time(shape, received_time, batch_sent_at),
@@ -237,8 +165,8 @@ def _profile_traits(body: dict[str, Any]) -> dict[str, Any]:
     return traits
 
 
-def _shape_of(action: str) -> type[_CallShape]:
-    shape = _SHAPES.get(action)
+def _shape_of(action: str) -> type[CallBody]:
+    shape = CALLS.get(action)
     if shape is None:
         raise errors.NotFound(f"unknown tracking action {action!r}")
     return shape
@@ -255,7 +183,7 @@ def _invalid(field: str, why: str) -> errors.ValidationFailed:
     return errors.ValidationFailed(f"{field}: {why}")
 
 
-def _linkable_ids(shape: _CallShape) -> tuple[str | None, str | None]:
+def _linkable_ids(shape: CallBody) -> tuple[str | None, str | None]:
     """``userId`` and ``anonymousId`` as they may link; a placeholder beside a userId drops."""
     user_id, anonymous_id = shape.user_id, shape.anonymous_id
     if user_id is not None and is_placeholder(user_id):
@@ -269,26 +197,25 @@ def _linkable_ids(shape: _CallShape) -> tuple[str | None, str | None]:
     return user_id, anonymous_id
 
 
-def _previous_id(shape: _CallShape) -> str | None:
-    if not isinstance(shape, _Alias):
+def _previous_id(shape: CallBody) -> str | None:
+    if not isinstance(shape, AliasCall):
         return None
     if is_placeholder(shape.previous_id):
         raise _invalid("previousId", "placeholder id not allowed")
     return shape.previous_id
 
 
-def _event_action(action: str, event: Any) -> str:
+def _event_action(action: str, shape: CallBody) -> str:
+    """A track's snake-case event name; any other call's type (its shape fixed ``event``)."""
     if action != "track":
-        if event is not None and event != action:
-            raise _invalid("event", f'must be "{action}"')
         return action
-    name = event_action_name(event)
+    name = event_action_name(shape.event)
     if not name:
         raise _invalid("event", "must contain a letter or digit")
     return name
 
 
-def _event_time(shape: _CallShape, received_time: int, batch_sent_at: int | None) -> int:
+def _event_time(shape: CallBody, received_time: int, batch_sent_at: int | None) -> int:
     """The call's timestamp, corrected for the client's clock skew when ``sentAt`` is known.
 
     The timestamp must lie in years 0001..9999 once in UTC. The correction never leaves

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import msgspec
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -22,7 +23,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from opencdp.api.common import ApiRoute, Endpoint
 from opencdp.ratelimit import RateLimiter
 from opencdp.store.base import Commit
 
@@ -32,6 +32,22 @@ _BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 #: The status label of a request whose client went away before any answer.
 CLIENT_GONE = "499"
+#: The ASGI scope key where the matched route leaves its ``RouteLabels``.
+ROUTE_LABELS = "opencdp.route_labels"
+
+
+@dataclass(frozen=True, slots=True)
+class RouteLabels:
+    """What the metrics need of the route a request matched (the router puts it in scope).
+
+    ``template`` is the route's path template (``/track/{clientId}/…/v1/track``);
+    ``counts_calls``: a tracking route, whose ``POST`` answers may refuse calls;
+    ``lists_refused``: its 200 answer lists refused calls (``batch``'s ``errors``).
+    """
+
+    template: str
+    counts_calls: bool = False
+    lists_refused: bool = False
 
 
 class _Problems(msgspec.Struct):
@@ -111,20 +127,6 @@ class Metrics:
             self._series[key] = series
         return series
 
-    def endpoints(self) -> list[Endpoint]:
-        """``GET /metrics``: no token, as Prometheus scrapes it (keep it off the Internet)."""
-        return [
-            Endpoint(
-                path="/metrics",
-                methods=("GET",),
-                handler=self.serve,
-                operation_id="metrics",
-                summary="Metrics in the Prometheus text format",
-                tag="Operations",
-                errors=(405,),
-            )
-        ]
-
     async def serve(self, request: Request) -> Response:
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE)
 
@@ -162,17 +164,16 @@ class MetricsMiddleware:
 
 def route_label(scope: Scope) -> str:
     """The matched route's template (``/track/{clientId}/…/v1/track``), or ``unmatched``."""
-    route = scope.get("route")
-    return route.path_format if isinstance(route, ApiRoute) else "unmatched"
+    labels: RouteLabels | None = scope.get(ROUTE_LABELS)
+    return "unmatched" if labels is None else labels.template
 
 
 def _may_reject(scope: Scope, status: str) -> bool:
     """Whether a tracking answer can refuse calls: a 400, or a 200 that lists ``errors``."""
-    route = scope.get("route")
-    if not isinstance(route, ApiRoute) or not route.spec.tracking or scope["method"] != "POST":
+    labels: RouteLabels | None = scope.get(ROUTE_LABELS)
+    if labels is None or not labels.counts_calls or scope["method"] != "POST":
         return False
-    answers = getattr(route.spec.response, "__struct_fields__", ())
-    return status == "400" or (status == "200" and "errors" in answers)
+    return status == "400" or (status == "200" and labels.lists_refused)
 
 
 def _rejected_calls(status: str, body: bytes) -> int:

@@ -1,4 +1,4 @@
-"""The OpenAPI 3.1 document, generated from the route table (``api.common.Endpoint`` rows).
+"""The OpenAPI 3.1 document, generated from the route table (``api.routing.Endpoint`` rows).
 
 ``/openapi.json`` serves the document; ``/docs`` serves Swagger UI (``opencdp.docs``).
 """
@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
 from opencdp import __version__, docs
-from opencdp.api.common import Endpoint, Handler
+from opencdp.api.routing import Endpoint, Handler
+from opencdp.errors import Error, TrackingError
 from opencdp.models import WORKSPACE_PART
 
 JSON = dict[str, Any]
@@ -36,32 +37,6 @@ ERROR_TEXT = {
     500: "internal_server_error",
     503: "internal_server_error: temporarily unavailable; retry after Retry-After seconds",
 }
-
-
-class ErrorDetail(msgspec.Struct):
-    code: Literal[
-        "authentication_error",
-        "invalid_request_error",
-        "rate_limit_error",
-        "validation_error",
-        "not_found",
-        "internal_server_error",
-    ]
-    message: str
-
-
-class Error(msgspec.Struct):
-    """The error body of every API; ``message`` names the offending field and why."""
-
-    error: ErrorDetail
-
-
-class TrackingError(msgspec.Struct):
-    """The tracking API's error body: the common one plus ``success`` and ``message``."""
-
-    success: Literal[False]
-    message: str
-    error: ErrorDetail
 
 
 def document(endpoints: Sequence[Endpoint]) -> JSON:

@@ -20,6 +20,9 @@ What the translation does, following Segment's spec:
   anonymous profile.
 - ``traits`` / ``properties`` are optional on every call; ``group`` calls become
   events (eventAction ``group``) whose traits stay on the event.
+
+The shapes the OpenAPI document shows for these paths (``MESSAGES``, ``SegmentBatch``)
+are the native calls' (``opencdp.calls``) with those differences, derived, not rewritten.
 """
 
 from __future__ import annotations
@@ -27,7 +30,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import msgspec
+
 from opencdp import ingest
+from opencdp.calls import CALL_TYPES, CALLS, Batch, CallBody, Id, Object, Time, Traits, batch_items
 from opencdp.identity import is_placeholder
 from opencdp.models import BatchItemError, Call, format_millis
 
@@ -40,7 +46,6 @@ SHORT_PATHS = {
     "g": "group",
     "a": "alias",
 }
-CALL_TYPES = ("identify", "track", "page", "screen", "group", "alias")
 _BORROWED = "opencdp.borrowed"  # marks an anonymous identify while ingest validates it
 
 
@@ -153,3 +158,40 @@ def _give_back(call: Call, message: Any) -> Call:
     if message[_BORROWED]:
         raw["userId"] = None
     return dataclasses.replace(call, user_id=None, raw=raw)
+
+
+# -- the shapes of Segment's messages, for the OpenAPI document ---------------------------
+
+_SEGMENT_FIELDS: list[tuple[str, Any, Any]] = [
+    ("timestamp", Time | None, None),
+    ("original_timestamp", Time | None, None),
+    ("integrations", Object | None, None),
+    ("write_key", str | None, None),
+]
+_ANONYMOUS_IDENTIFY: list[tuple[str, Any, Any]] = [
+    ("user_id", Id | None, None),
+    ("traits", Traits | None, None),
+]
+
+
+def _message(kind: str, call: type[CallBody]) -> type[msgspec.Struct]:
+    more = _ANONYMOUS_IDENTIFY if kind == "identify" else []
+    doc = f"{call.__doc__} As Segment's ``{kind}``: ``timestamp`` optional (see SPEC §8)."
+    return msgspec.defstruct(
+        f"Segment{call.__name__}",
+        _SEGMENT_FIELDS + more,
+        bases=(call,),
+        kw_only=True,
+        namespace={"__doc__": doc},
+    )
+
+
+#: Each call type's Segment message: the native call, with Segment's differences.
+MESSAGES: dict[str, type[msgspec.Struct]] = {kind: _message(kind, CALLS[kind]) for kind in CALLS}
+
+
+class SegmentBatch(Batch[batch_items(MESSAGES, "Segment")]):  # type: ignore[misc]
+    """Up to 1000 messages, each with its ``type``; ``sentAt`` applies to those without
+    their own."""
+
+    write_key: str | None = None

@@ -57,12 +57,16 @@ def _at(path: str, why: str) -> str:
 
 
 def _check(info: mi.Type, value: Any, path: str) -> str | None:
+    if isinstance(info, mi.Metadata):  # a description, for the OpenAPI document
+        info = info.type
     if isinstance(info, mi.UnionType):
         return _check_union(info, value, path)
     if isinstance(info, mi.AnyType | mi.NoneType):
         return None if isinstance(info, mi.AnyType) or value is None else _at(path, "must be null")
     if isinstance(info, mi.DateTimeType):
         return None if _is_time(value, info) else _at(path, "not an ISO-8601 time")
+    if isinstance(info, mi.LiteralType):
+        return _check_literal(info, value, path)
     want = _WANTS.get(type(info))
     if want is None:  # a kind our shapes do not use: leave it to the fallback message
         return None
@@ -85,6 +89,14 @@ def _check_union(info: mi.UnionType, value: Any, path: str) -> str | None:
     if len(others) == 1:
         return _check(others[0], value, path)
     return None if any(_check(t, value, path) is None for t in others) else _at(path, "not valid")
+
+
+def _check_literal(info: mi.LiteralType, value: Any, path: str) -> str | None:
+    """A fixed value, such as an identify's ``event``: ``must be "identify"``."""
+    if any(type(value) is type(allowed) and value == allowed for allowed in info.values):
+        return None
+    shown = ", ".join(msgspec.json.encode(allowed).decode() for allowed in info.values)
+    return _at(path, f"must be {shown}" if len(info.values) == 1 else f"must be one of {shown}")
 
 
 def _check_struct(info: mi.StructType, value: dict[str, Any], path: str) -> str | None:

@@ -15,16 +15,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from opencdp import cursor
-from opencdp.api.common import (
-    WORKSPACE_PREFIX,
-    Endpoint,
-    Handler,
-    JSONResponse,
-    Services,
-    guard,
-    read_body,
-    workspace_of,
-)
+from opencdp.api.guards import read_guard
+from opencdp.api.responses import JSONResponse
+from opencdp.api.routing import WORKSPACE_PREFIX, Endpoint, Handler
+from opencdp.api.services import Services
 from opencdp.errors import EventNotFound
 from opencdp.models import EventKey, EventQuery, StoredEvent, Workspace, format_millis
 from opencdp.queries import Params, ScrollRequest, parse_event_params, parse_no_params
@@ -88,21 +82,6 @@ def _get_event(services: Services) -> Handler:
 
 
 # -- shared by the read routes -----------------------------------------------------------
-
-
-async def read_guard(request: Request, services: Services) -> Workspace:
-    """SPEC §3 for a read call: size, token (401 when missing or unknown), rate limit.
-
-    Also reads any body against the 1 MiB limit (413), so a chunked body without a
-    declared size is refused like a declared one.
-    """
-    workspace = workspace_of(request.scope)
-    limit = services.settings.read_body_limit
-    await guard(
-        request.scope, services, workspace, access="read", body_limit=limit, unknown_status=401
-    )
-    await read_body(request.receive, limit)
-    return workspace
 
 
 def query_items(request: Request) -> Params:

@@ -1,4 +1,4 @@
-"""Operations endpoints (SPEC §12): liveness and readiness probes."""
+"""Operations endpoints (SPEC §12): liveness and readiness probes, Prometheus metrics."""
 
 from __future__ import annotations
 
@@ -9,8 +9,11 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from opencdp.api.common import Endpoint, Handler, JSONResponse, Services
+from opencdp.api.responses import JSONResponse
+from opencdp.api.routing import Endpoint, Handler
+from opencdp.api.services import Services
 from opencdp.errors import Unavailable
+from opencdp.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,21 @@ def endpoints(services: Services) -> list[Endpoint]:
             response=Ready,
             errors=(405, 503),
         ),
+    ]
+
+
+def metrics_endpoints(metrics: Metrics) -> list[Endpoint]:
+    """``GET /metrics``: no token, as Prometheus scrapes it (keep it off the Internet)."""
+    return [
+        Endpoint(
+            path="/metrics",
+            methods=("GET",),
+            handler=metrics.serve,
+            operation_id="metrics",
+            summary="Metrics in the Prometheus text format",
+            tag="Operations",
+            errors=(405,),
+        )
     ]
 
 

@@ -16,15 +16,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from opencdp import cursor
-from opencdp.api.common import WORKSPACE_PREFIX, Endpoint, Handler, JSONResponse, Services
-from opencdp.api.events import (
-    EVENT_PARAMETERS,
-    READ_ERRORS,
-    EventList,
-    events_page,
-    query_items,
-    read_guard,
-)
+from opencdp.api.events import EVENT_PARAMETERS, READ_ERRORS, EventList, events_page, query_items
+from opencdp.api.guards import read_guard
+from opencdp.api.responses import JSONResponse
+from opencdp.api.routing import WORKSPACE_PREFIX, Endpoint, Handler
+from opencdp.api.services import Services
 from opencdp.errors import ProfileNotFound
 from opencdp.models import (
     ProfileQuery,

@@ -21,7 +21,7 @@ import binascii
 import re
 import time
 import zlib
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import msgspec
 from starlette.requests import Request
@@ -29,25 +29,17 @@ from starlette.responses import Response
 from starlette.types import Scope
 
 from opencdp import segment
-from opencdp.api.common import (
-    Endpoint,
-    Handler,
-    JSONResponse,
-    Services,
-    allow_origin,
-    check_content_type,
-    check_declared_size,
-    header,
-    read_body,
-    store_batch,
-    take_rate,
-)
+from opencdp.api.guards import check_content_type, check_declared_size, read_body, take_rate
 from opencdp.api.preauth import candidate_keys
-from opencdp.api.tracking import BatchAccepted, CallAccepted
+from opencdp.api.responses import JSONResponse, allow_origin, preflight
+from opencdp.api.routing import Endpoint, Handler, header
+from opencdp.api.services import Services
 from opencdp.auth import check_access
+from opencdp.calls import CALL_TYPES, BatchAccepted, CallAccepted
 from opencdp.config import is_host
 from opencdp.errors import (
     AuthenticationFailed,
+    ErrorDetail,
     InvalidRequest,
     OpenCDPError,
     PayloadTooLarge,
@@ -64,7 +56,7 @@ _HEADER_LIST = re.compile(r"[A-Za-z0-9-]+(?:\s*,\s*[A-Za-z0-9-]+)*")
 
 def endpoints(services: Services) -> list[Endpoint]:
     """The long and short call paths, the batch paths, and analytics.js's settings."""
-    calls = [(kind, kind) for kind in segment.CALL_TYPES] + list(segment.SHORT_PATHS.items())
+    calls = [(kind, kind) for kind in CALL_TYPES] + list(segment.SHORT_PATHS.items())
     rows = [_call_row(services, path, kind) for path, kind in calls]
     rows += [_batch_row(services, path) for path in BATCH_PATHS]
     rows.append(_settings_row(services))
@@ -82,7 +74,7 @@ def _call_row(services: Services, path: str, kind: str) -> Endpoint:
         tag="Segment-compatible",
         tracking=True,
         sdk_errors=True,
-        request_body=SegmentMessage,
+        request_body=segment.MESSAGES[kind],
         response=CallAccepted,
         errors=ERRORS,
         description=_AUTH_TEXT,
@@ -100,7 +92,7 @@ def _batch_row(services: Services, path: str) -> Endpoint:
         tag="Segment-compatible",
         tracking=True,
         sdk_errors=True,
-        request_body=SegmentBatch,
+        request_body=segment.SegmentBatch,
         response=BatchAccepted,
         errors=ERRORS,
         description=_AUTH_TEXT,
@@ -134,8 +126,8 @@ def _call_handler(services: Services, kind: str, *, any_content_type: bool) -> H
         received_time = time.time_ns() // 1_000_000
         client_ip = services.client_address.of(request.scope)
         call = segment.parse_message(kind, body, received_time=received_time, client_ip=client_ip)
-        accepted = await services.store.append_calls(workspace, [call])
-        return JSONResponse({"success": True, "eventId": accepted[0].event_id})
+        [accepted] = await services.store.append_calls(workspace, [call])
+        return JSONResponse(CallAccepted.of(accepted))
 
     handle.__name__ = f"segment_{kind}"
     return handle
@@ -152,8 +144,9 @@ def _batch_handler(services: Services, *, any_content_type: bool) -> Handler:
         calls, problems = segment.parse_messages(
             body, received_time=received_time, client_ip=client_ip
         )
-        status, answer = await store_batch(request.scope, services, workspace, calls, problems)
-        return JSONResponse(answer, status_code=status)
+        valid = [call for call in calls if call is not None]
+        accepted = await services.store.append_calls(workspace, valid)
+        return JSONResponse(BatchAccepted.of(calls, accepted, problems))
 
     return segment_batch
 
@@ -340,17 +333,10 @@ class _UnsupportedEncoding(UnsupportedMediaType):
 
 
 def _preflight(request: Request, methods: str) -> Response:
-    origin = request.headers.get("origin")
+    """Allows the headers the browser asks for (SDKs add their own), if they are names."""
     asked = request.headers.get("access-control-request-headers", "").strip()
-    headers = {
-        "Access-Control-Allow-Origin": origin or "*",
-        "Access-Control-Allow-Methods": methods,
-        "Access-Control-Allow-Headers": asked if _HEADER_LIST.fullmatch(asked) else _CORS_HEADERS,
-        "Access-Control-Max-Age": "600",
-    }
-    if origin:
-        headers["Vary"] = "Origin"
-    return Response(status_code=204, headers=headers)
+    allowed = asked if _HEADER_LIST.fullmatch(asked) else _CORS_HEADERS
+    return preflight(request.headers.get("origin"), methods, allowed)
 
 
 # -- documentation ---------------------------------------------------------------------------
@@ -363,50 +349,13 @@ _AUTH_TEXT = (
 Object = dict[str, Any]
 
 
-class SegmentMessage(msgspec.Struct, kw_only=True):
-    """A Segment message: ``userId`` or ``anonymousId``, and the type's own fields."""
-
-    userId: str | None = None
-    anonymousId: str | None = None
-    timestamp: str | None = None
-    originalTimestamp: str | None = None
-    sentAt: str | None = None
-    messageId: str | None = None
-    event: str | None = None
-    name: str | None = None
-    traits: Object | None = None
-    properties: Object | None = None
-    context: Object | None = None
-    integrations: Object | None = None
-    previousId: str | None = None
-    groupId: str | None = None
-    writeKey: str | None = None
-
-
-class SegmentBatchItem(SegmentMessage, kw_only=True):
-    type: Literal["identify", "track", "page", "screen", "group", "alias"]
-
-
-class SegmentBatch(msgspec.Struct, kw_only=True):
-    """Up to 1000 messages; ``sentAt`` applies to those without their own."""
-
-    batch: Annotated[list[SegmentBatchItem], msgspec.Meta(min_length=1, max_length=1000)]
-    sentAt: str | None = None
-    writeKey: str | None = None
-
-
-class _ErrorDetail(msgspec.Struct):
-    code: str
-    message: str
-
-
 class SegmentError(msgspec.Struct):
     """The error body here: the tracking one plus a top-level ``code``."""
 
     success: Literal[False]
     code: str
     message: str
-    error: _ErrorDetail
+    error: ErrorDetail
 
 
 class _SegmentIo(msgspec.Struct, rename={"segment_io": "Segment.io"}):
