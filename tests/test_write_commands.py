@@ -7,6 +7,7 @@ decides which groups fail); everything else runs on both real stores.
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -100,6 +101,33 @@ async def test_a_refused_link_is_in_the_commit(recorded: tuple[Store, Recorder])
     await store.append_calls(WS, [call("identify", user_id="u1", anonymous_id="a1")])
     await store.append_calls(WS, [call("identify", user_id="u2", anonymous_id="a1")])
     assert [c.refusals for c in recorder.commits] == [(), ("identified_conflict",)]
+
+
+async def test_a_refused_link_is_logged_with_its_reason_and_workspace(
+    capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture, db_url: str
+) -> None:
+    """PostgreSQL applies calls in the server (the log record is here); SQLite in its
+    writer process, whose JSON log lines go to the stderr it shares with the server
+    (captured from before the store starts its writer)."""
+    store = make_store(db_url)
+    await store.start()
+    try:
+        await store.append_calls(WS, [call("identify", user_id="u1", anonymous_id="a1")])
+        await store.append_calls(WS, [call("identify", user_id="u2", anonymous_id="a1")])
+    finally:
+        await store.stop()  # the writer process has written its lines
+    logged = [
+        {"reason": getattr(r, "reason", None), "workspace_id": getattr(r, "workspace_id", None)}
+        for r in caplog.records
+        if r.getMessage() == "identity link refused"
+    ]
+    for line in capfd.readouterr().err.splitlines():
+        if "identity link refused" in line:
+            fields = json.loads(line)
+            logged.append({"reason": fields["reason"], "workspace_id": fields["workspace_id"]})
+    assert len(logged) == 1, logged
+    assert logged[0]["reason"] == "identified_conflict"
+    assert isinstance(logged[0]["workspace_id"], int)
 
 
 async def test_a_token_added_while_calls_are_written_commits_with_them(

@@ -7,16 +7,18 @@ identity links, merges and events.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import msgspec
 import uuid_utils
 
-from opencdp.identity import ANON, USER, IdentityKey, ProfileState
+from opencdp.identity import ANON, USER, IdentityGraph, IdentityKey, ProfileState
 from opencdp.models import Accepted, Call, CallFacts, Workspace
 
+log = logging.getLogger("opencdp.store")
 _encode = msgspec.json.encode
 C = TypeVar("C", bound=CallFacts)
 
@@ -156,3 +158,16 @@ def split_answers(
     for index in indexes:
         into[index] = answers[start : start + sizes[index]]
         start += sizes[index]
+
+
+def report_refusals(
+    graph: IdentityGraph, workspace_id: int, refused: Callable[[str], None]
+) -> None:
+    """Tell ``refused`` (the commit's refusal list) and the log of each link or merge a
+    guardrail refused while applying a workspace's calls, with the reason and workspace."""
+    for refusal in graph.refusals:
+        refused(refusal.reason)
+        log.warning(
+            "identity link refused",
+            extra={"reason": refusal.reason, "workspace_id": workspace_id},
+        )

@@ -10,7 +10,6 @@ seen as merged and followed. Rows go in with one statement per table.
 from __future__ import annotations
 
 import hashlib
-import logging
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -30,9 +29,8 @@ from opencdp.store.batching import (
     profile_from_row,
     profile_row,
     raw_fields,
+    report_refusals,
 )
-
-log = logging.getLogger("opencdp.store")
 
 _encode = msgspec.json.encode
 
@@ -108,9 +106,7 @@ class PostgresBatch:
             plan.accepted[index] = Accepted(event_id)
             rows.append(event_row(calls[index], event_id, profile_pk, *raw_fields(calls[index])))
         await self._save(graph, rows)
-        for refusal in graph.refusals:
-            self._refused(refusal.reason)
-            log.warning("identity link refused", extra={"reason": refusal.reason})
+        report_refusals(graph, self._ws, self._refused)
         return plan.answers()
 
     async def _lock_names(self, calls: Sequence[Call]) -> None:

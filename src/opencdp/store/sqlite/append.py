@@ -8,7 +8,6 @@ insert rows there.
 
 from __future__ import annotations
 
-import logging
 import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -27,9 +26,8 @@ from opencdp.store.batching import (
     profile_from_row,
     profile_row,
     raw_fields,
+    report_refusals,
 )
-
-log = logging.getLogger("opencdp.store")
 
 _encode = msgspec.json.encode
 _decode = msgspec.json.decode
@@ -185,7 +183,7 @@ class BatchWriter:
             call = calls[index]
             rows.append(event_row(call, event_id, profile_pk, call.raw, call.sent_anonymous_id))
         self._save(workspace_id, graph, rows)
-        self._report(workspace_id, graph)
+        report_refusals(graph, workspace_id, self._refused)
         self._written.append((workspace_id, graph))
         return plan.answers()
 
@@ -231,14 +229,6 @@ class BatchWriter:
         pk = self._next_pk
         self._next_pk += 1
         return pk
-
-    def _report(self, workspace_id: int, graph: IdentityGraph) -> None:
-        for refusal in graph.refusals:
-            self._refused(refusal.reason)
-            log.warning(
-                "identity link refused",
-                extra={"reason": refusal.reason, "workspace_id": workspace_id},
-            )
 
     def _save(self, workspace_id: int, graph: IdentityGraph, rows: list[list[Any]]) -> None:
         conn = self._conn
