@@ -1,0 +1,1 @@
+"""Destinations (SPEC §13): a workspace's events pushed to other systems as signed webhooks."""
