@@ -4,7 +4,12 @@ each store; who may do what; every body refused by field; the SPEC §3 request r
 from __future__ import annotations
 
 import json
+import os
 import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,7 +21,9 @@ from opencdp.config import Settings
 from opencdp.ratelimit import MemoryRateLimiter
 from opencdp.store.base import Store
 from tests.conftest import ACCOUNT, CLIENT, TRACK, MakeToken, client_for
+from tests.server_process import ServerProcess
 from tests.test_http_rules import assert_error
+from tests.test_readme import ROOT
 
 pytestmark = pytest.mark.anyio
 
@@ -250,6 +257,8 @@ def without(field: str) -> dict[str, Any]:
         (without("scopes"), "scopes: required"),
         (with_(name=""), "name: must not be empty"),
         (with_(name="n" * 101), "name: must be at most 100 characters"),
+        (with_(name="n" * 500_000), "name: must be at most 100 characters"),
+        (with_(accounts=["a" * 500_000]), f"accounts[0]: {BAD_ID}"),
         (with_(name="two\nlines"), "name: must be 1-100 characters, no control characters"),
         (with_(name="trailing\n"), "name: must be 1-100 characters, no control characters"),
         (with_(name="bell\x07"), "name: must be 1-100 characters, no control characters"),
@@ -318,6 +327,25 @@ async def test_a_huge_name_is_refused_by_the_body_limit(
             TOKENS, json=with_(name="n" * 20_000), headers=await admin_token(make_token)
         )
     assert_error(response, 413, "invalid_request_error", tracking=False)
+
+
+async def test_any_printable_name_round_trips(
+    client: httpx.AsyncClient, make_token: MakeToken
+) -> None:
+    name = "Équipe 🚀 \u202eltr ' \" \\ <b>&amp;"
+    headers = await admin_token(make_token)
+    response = await client.post(TOKENS, json=with_(name=name), headers=headers)
+    assert response.status_code == 201, response.text
+    listed = (await client.get(TOKENS, headers=headers)).json()["data"]
+    assert [token["name"] for token in listed if token["id"] == response.json()["id"]] == [name]
+
+
+@pytest.mark.parametrize(
+    "token", ["ocdp_" + "a" * 100_000, "ocdp_0123456789ab_" + "é" * 20, "\u202eocdp_x"]
+)
+async def test_a_hostile_token_text_is_401(client: httpx.AsyncClient, token: str) -> None:
+    response = await client.get(TOKENS, headers=[(b"auth-token", token.encode())])
+    assert_error(response, 401, "authentication_error", tracking=False)
 
 
 # -- the request rules of SPEC §3 -------------------------------------------------------------
@@ -398,3 +426,45 @@ async def test_the_openapi_document_describes_the_three_routes(client: httpx.Asy
     for operation in (tokens["get"], tokens["post"], one["delete"]):
         assert operation["security"] == [{"authToken": []}]
         assert {"401", "403", "429"} <= set(operation["responses"])
+
+
+# -- the README's examples, run as written -----------------------------------------------------
+
+
+def test_the_readmes_examples_run_as_written(tmp_path: Path) -> None:
+    """The shell blocks of "Managing tokens over HTTP", run by bash against a real server
+    (its address and the CLI's path put in): list, create, then revoke what was created."""
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("\n### Managing tokens over HTTP\n")
+    section = readme[start : readme.index("\n## ", start)]
+    script = "\n".join(re.findall(r"```sh\n(.*?)```", section, re.S))
+    db = f"sqlite:///{tmp_path / 'opencdp.db'}"
+    server = ServerProcess(db, tmp_path / "server.log")
+    server.start()
+    try:
+        script = script.replace("http://127.0.0.1:8000", server.url)
+        script = script.replace(".venv/bin/opencdp", f"{shlex.quote(sys.executable)} -m opencdp")
+        done = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script], cwd=ROOT, capture_output=True, text=True,
+            timeout=60, env={**os.environ, "OPENCDP_DB": db}, check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        listed, created, revoked = json_values(done.stdout)
+        assert [token["name"] for token in listed["data"]] == ["token admin"]
+        assert created["name"] == "nightly report" and created["token"]
+        assert revoked["id"] == created["id"] and revoked["revoked"] is not None
+        refused = httpx.get(f"{server.url}/track/acme/web/shop/v1/events",
+                            headers={"auth-token": created["token"]})
+        assert refused.status_code == 401
+    finally:
+        server.stop()
+
+
+def json_values(text: str) -> list[Any]:
+    """The JSON values written one after another (curl adds no line break)."""
+    decoder, values, at = json.JSONDecoder(), [], 0
+    while text[at:].strip():
+        at += len(text[at:]) - len(text[at:].lstrip())
+        value, at = decoder.raw_decode(text, at)
+        values.append(value)
+    return values
