@@ -3,6 +3,7 @@ each store; who may do what; every body refused by field; the SPEC §3 request r
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -119,6 +120,19 @@ async def test_a_revoked_token_stops_at_once_and_a_second_revoke_answers_the_sam
     listed = (await client.get(TOKENS, headers=headers)).json()["data"]
     revoked = [token["revoked"] for token in listed if token["id"] == token_id(victim)]
     assert revoked == [first.json()["revoked"]]
+
+
+async def test_concurrent_revokes_all_answer_the_one_revocation(
+    client: httpx.AsyncClient, make_token: MakeToken
+) -> None:
+    headers = await admin_token(make_token)
+    victim = token_id(await make_token(scopes=("read",)))
+    answers = await asyncio.gather(
+        *(client.delete(f"{TOKENS}/{victim}", headers=headers) for _ in range(5))
+    )
+    assert {answer.status_code for answer in answers} == {200}
+    [revoked] = {answer.json()["revoked"] for answer in answers}
+    assert revoked is not None
 
 
 async def test_an_admin_token_may_revoke_itself_and_is_refused_from_then_on(
