@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import re
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -71,7 +72,7 @@ def test_scopes_are_stored_sorted_and_once() -> None:
     ("client", "accounts", "brands", "scopes", "complaint"),
     [
         ("acme", None, None, [], "scopes"),
-        ("acme", None, None, ["admin"], "'admin'"),
+        ("acme", None, None, ["root"], "'root'"),
         ("acme", None, None, "read", "scopes"),
         ("", None, None, ["read"], "client id"),
         ("ac me", None, None, ["read"], "client id"),
@@ -92,6 +93,45 @@ def test_bad_arguments_are_refused_by_name(
 ) -> None:
     with pytest.raises(ValueError, match=re.escape(complaint)):
         auth.new_token(client, accounts, brands, scopes, NOW)
+
+
+def test_admin_is_a_scope() -> None:
+    assert make(scopes=["admin", "read"])[1].scopes == ("admin", "read")
+    assert auth.parse_scopes("admin") == ("admin",)
+
+
+@pytest.mark.parametrize(
+    ("own_accounts", "own_brands", "accounts", "brands", "beyond"),
+    [
+        (None, None, None, None, None),
+        (None, None, ["web"], ["shop"], None),
+        (["web"], None, ["web"], None, None),
+        (["web", "app"], ["shop"], ["app"], ["shop"], None),
+        (["web"], None, None, None, "accounts"),
+        (["web"], None, ["app"], None, "accounts"),
+        (["web"], None, ["web", "app"], None, "accounts"),
+        (None, ["shop"], None, None, "brands"),
+        (None, ["shop"], ["web"], ["blog"], "brands"),
+        (["web"], ["shop"], None, None, "accounts"),
+    ],
+)
+def test_beyond_reach_names_what_a_token_may_not_hand_out(
+    own_accounts: list[str] | None,
+    own_brands: list[str] | None,
+    accounts: list[str] | None,
+    brands: list[str] | None,
+    beyond: str | None,
+) -> None:
+    _, record = make(accounts=own_accounts, brands=own_brands, scopes=["admin"])
+    assert auth.beyond_reach(auth.principal_of(record), accounts, brands) == beyond
+
+
+def test_a_client_wide_check_looks_at_the_scope_only() -> None:
+    _, record = make(accounts=["web"], brands=["shop"], scopes=["admin"])
+    principal = auth.principal_of(record)
+    auth.check_access(principal, None, "admin")
+    with pytest.raises(AuthenticationFailed, match="admin"):
+        auth.check_access(replace(principal, scopes=frozenset({"read"})), None, "admin")
 
 
 def test_parse_scopes() -> None:

@@ -135,6 +135,12 @@ def test_list_as_json(db: str) -> None:
     assert token.split("_", 2)[2] not in result.stdout
 
 
+def test_an_admin_token_can_be_created(db: str) -> None:
+    _, token_id = create(db, "--account", "web", "--all-brands", "--scope", "admin,read")
+    [listed] = json.loads(run("tokens", "list", "--json", "--db", db).stdout)
+    assert (listed["id"], listed["scopes"]) == (token_id, ["admin", "read"])
+
+
 def test_list_of_no_tokens(db: str) -> None:
     assert json.loads(run("tokens", "list", "--json", "--db", db).stdout) == []
 
@@ -207,7 +213,7 @@ def test_the_database_comes_from_opencdp_db(db: str) -> None:
         ),
         (["--all-accounts", "--scope", "read"], "--all-brands"),
         (["--all-accounts", "--brand", "b", "--all-brands", "--scope", "read"], "--all-brands"),
-        (["--all-accounts", "--all-brands", "--scope", "admin"], "admin"),
+        (["--all-accounts", "--all-brands", "--scope", "root"], "root"),
         (["--all-accounts", "--all-brands"], "--scope"),
         (["--account", "bad/id", "--all-brands", "--scope", "read"], "account id"),
     ],

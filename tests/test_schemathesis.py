@@ -32,7 +32,7 @@ def test_every_route_keeps_to_its_openapi_document(tmp_path: Path) -> None:
     server = ServerProcess(db, tmp_path / "server.log")
     server.start()
     try:
-        token = client_token(db, "c1")
+        token = client_token(db, "c1", "read,write,admin")
         schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json")
         operations = []
         for result in schema.get_all_operations():

@@ -24,7 +24,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from opencdp import openapi
-from opencdp.api import events, ops, profiles, segment, tracking
+from opencdp.api import admin, events, ops, profiles, segment, tracking
 from opencdp.api.preauth import PreAuth
 from opencdp.api.responses import (
     EXTRA_HEADERS,
@@ -90,6 +90,7 @@ def route_table(services: Services, more: list[Endpoint] | None = None) -> list[
         *segment.endpoints(services),
         *events.endpoints(services),
         *profiles.endpoints(services),
+        *admin.endpoints(services),
         *ops.endpoints(services),
         *(more or []),
     ]

@@ -14,15 +14,21 @@ import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 from opencdp.errors import AuthenticationFailed
 from opencdp.models import Principal, TokenRecord, Workspace
 from opencdp.store.base import Store
 
 PREFIX = "ocdp"
-SCOPES = frozenset({"read", "write"})
+#: ``write``: tracking calls; ``read``: the read APIs; ``admin``: managing the client's
+#: tokens (``/admin/v1/tokens``) and, later, its workspaces' destinations.
+Scope = Literal["read", "write", "admin"]
+SCOPES = frozenset(get_args(Scope))
+#: A token's id: what names its record (``ocdp_<id>_…``), safe to show and log.
+TOKEN_ID = "[0-9a-f]{12}"
 #: A token's text: its id and its secret, as groups (``split_token``).
-TOKEN_PATTERN = r"ocdp_([0-9a-f]{12})_([A-Za-z0-9_-]{16,128})"
+TOKEN_PATTERN = rf"ocdp_({TOKEN_ID})_([A-Za-z0-9_-]{{16,128}})"
 _TOKEN = re.compile(TOKEN_PATTERN)
 _TOKEN_ID = slice(len(PREFIX) + 1, len(PREFIX) + 13)  # where a token's id stands in its text
 # Compared against when no record exists, so a miss costs what a hit costs.
@@ -156,13 +162,15 @@ class TokenVerifier:
         return entry.principal
 
     async def authorize(
-        self, token: str | None, workspace: Workspace, scope: str, *, unknown_status: int
+        self, token: str | None, workspace: Workspace | None, scope: str, *, unknown_status: int
     ) -> Principal:
         """The principal of ``token`` if it may use ``scope`` in ``workspace``.
 
-        A missing, malformed, unknown or revoked token fails with ``unknown_status``
-        (403 on tracking calls, 401 on read calls); a valid token without access to the
-        workspace or the scope fails with 403.
+        ``workspace`` is ``None`` for a call about the token's client as a whole (the
+        admin API): then only the scope is checked. A missing, malformed, unknown or
+        revoked token fails with ``unknown_status`` (403 on tracking calls, 401 on read
+        and admin calls); a valid token without access to the workspace or the scope
+        fails with 403.
         """
         if not token:
             raise AuthenticationFailed("auth-token: missing", status=unknown_status)
@@ -188,12 +196,27 @@ class TokenVerifier:
         return entry
 
 
-def check_access(principal: Principal, workspace: Workspace, scope: str) -> None:
-    """403 unless ``principal`` covers ``workspace`` and holds ``scope``."""
-    if not _covers(principal, workspace):
+def check_access(principal: Principal, workspace: Workspace | None, scope: str) -> None:
+    """403 unless ``principal`` covers ``workspace`` (if one is named) and holds ``scope``."""
+    if workspace is not None and not _covers(principal, workspace):
         raise AuthenticationFailed("auth-token: not authorised for this workspace", status=403)
     if scope not in principal.scopes:
         raise AuthenticationFailed(f"auth-token: not authorised for {scope} access", status=403)
+
+
+def beyond_reach(
+    principal: Principal, accounts: Sequence[str] | None, brands: Sequence[str] | None
+) -> str | None:
+    """``"accounts"`` or ``"brands"`` if a token naming these (``None``: all) would reach
+    further than ``principal`` does, else ``None``: what an admin token may hand out or
+    take away is bounded by its own reach."""
+    for kind, own, wanted in (
+        ("accounts", principal.accounts, accounts),
+        ("brands", principal.brands, brands),
+    ):
+        if own is not None and (wanted is None or not own.issuperset(wanted)):
+            return kind
+    return None
 
 
 def _covers(principal: Principal, workspace: Workspace) -> bool:
@@ -225,8 +248,8 @@ def _check_scopes(scopes: Sequence[str]) -> tuple[str, ...]:
     if isinstance(scopes, str):
         raise ValueError("scopes: give a list of scopes, not one string")
     if not scopes:
-        raise ValueError("scopes: give at least one of read, write")
+        raise ValueError("scopes: give at least one of read, write, admin")
     unknown = sorted(set(scopes) - SCOPES)
     if unknown:
-        raise ValueError(f"scopes: unknown scope {unknown[0]!r}; use read and/or write")
+        raise ValueError(f"scopes: unknown scope {unknown[0]!r}; use read, write, admin")
     return tuple(sorted(set(scopes)))

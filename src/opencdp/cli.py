@@ -266,7 +266,8 @@ def tokens() -> None:
     required=True,
     multiple=True,
     metavar="SCOPES",
-    help="read (Events and Profiles APIs), write (tracking), or read,write.",
+    help="read (Events and Profiles APIs), write (tracking), admin (the client's tokens "
+    "over HTTP), or several: read,write.",
 )
 @click.option("--name", default="", help="A note to recognise the token by.")
 @db_option

@@ -29,7 +29,7 @@ ERROR_TEXT = {
     "not an object, bad encoding)",
     401: "authentication_error: no token or an unknown token",
     403: "authentication_error: no access (tracking calls: also no token or an unknown token)",
-    404: "not_found: unknown route, profile or event",
+    404: "not_found: unknown route, profile, event or token",
     405: "invalid_request_error: method not allowed (see Allow)",
     413: "invalid_request_error: body over the limit",
     415: "invalid_request_error: content-type is not application/json",
@@ -151,7 +151,7 @@ def _parameters(path: str) -> list[JSON]:
 
 
 def _responses(endpoint: Endpoint) -> JSON:
-    ok: JSON = {"description": "Success"}
+    ok: JSON = {"description": "Created" if endpoint.success == 201 else "Success"}
     if endpoint.response is not None:
         ok["content"] = {"application/json": {"schema": _ref(endpoint.response)}}
     elif endpoint.path in _TEXT_ANSWERS:
@@ -159,7 +159,7 @@ def _responses(endpoint: Endpoint) -> JSON:
         ok["content"] = {kind: text for kind in _TEXT_ANSWERS[endpoint.path]}
     else:
         ok["content"] = {"application/json": {"schema": {"type": "object"}}}
-    responses: JSON = {"200": ok}
+    responses: JSON = {str(endpoint.success): ok}
     error_kind = TrackingError if endpoint.tracking else Error
     for status in sorted({*endpoint.errors, 500}):
         kind = endpoint.extra_responses.get(status, error_kind)

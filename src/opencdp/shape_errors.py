@@ -11,6 +11,7 @@ Leaves are checked by msgspec itself (by exception type only), so a value accept
 from __future__ import annotations
 
 import functools
+import re
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -34,6 +35,8 @@ _WANTS: dict[type[mi.Type], str] = {
     mi.DictType: "an object",
     mi.StructType: "an object",
 }
+_SHOWN_KEY = 64  # an unknown key is named up to this many characters
+_UNMATCHED = "does not have the expected form"  # a pattern's; its description says which
 
 
 def json_kind(value: Any) -> str:
@@ -58,7 +61,11 @@ def _at(path: str, why: str) -> str:
 
 def _check(info: mi.Type, value: Any, path: str) -> str | None:
     if isinstance(info, mi.Metadata):  # a description, for the OpenAPI document
-        info = info.type
+        problem = _check(info.type, value, path)
+        form = (info.extra_json_schema or {}).get("description")
+        if form and problem == _at(path, _UNMATCHED):
+            return _at(path, f"must be {form}")
+        return problem
     if isinstance(info, mi.UnionType):
         return _check_union(info, value, path)
     if isinstance(info, mi.AnyType | mi.NoneType):
@@ -82,13 +89,22 @@ def _check(info: mi.Type, value: Any, path: str) -> str | None:
 
 
 def _check_union(info: mi.UnionType, value: Any, path: str) -> str | None:
-    """Our unions are ``T | None``: null passes, anything else is checked against ``T``."""
+    """``T | None``: null passes, anything else is checked against ``T``. A union of
+    several kinds (``list[str] | Literal["*"]``) reports the problem of the member of
+    the value's own kind, or, when no member has it, every kind it may be."""
     others = [t for t in info.types if not isinstance(t, mi.NoneType)]
     if value is None and len(others) < len(info.types):
         return None
     if len(others) == 1:
         return _check(others[0], value, path)
-    return None if any(_check(t, value, path) is None for t in others) else _at(path, "not valid")
+    problems = [_check(t, value, path) for t in others]
+    if any(problem is None for problem in problems):
+        return None
+    own_kind = [(t, p) for t, p in zip(others, problems, strict=True) if _kind_fits(t, value)]
+    if len(own_kind) == 1 and not isinstance(_unwrap(own_kind[0][0]), mi.LiteralType):
+        return own_kind[0][1]  # e.g. the bad item of a list
+    wants = " or ".join(_wanted(t) for t in others)
+    return _at(path, f"must be {wants} (got {json_kind(value)})")
 
 
 def _check_literal(info: mi.LiteralType, value: Any, path: str) -> str | None:
@@ -104,6 +120,10 @@ def _check_struct(info: mi.StructType, value: dict[str, Any], path: str) -> str 
     prefix = f"{path}." if path else ""
     for key, item in value.items():
         field = fields.get(key)
+        if field is None and info.forbid_unknown_fields:
+            shown = key if len(key) <= _SHOWN_KEY else key[:_SHOWN_KEY] + "…"
+            known = ", ".join(f.encode_name for f in info.fields)
+            return f"{prefix}{shown}: unknown field (known: {known})"
         if field is not None:
             problem = _check(field.type, item, prefix + key)
             if problem is not None:
@@ -115,6 +135,11 @@ def _check_struct(info: mi.StructType, value: dict[str, Any], path: str) -> str 
 
 
 def _check_items(info: mi.ListType, value: list[Any], path: str) -> str | None:
+    low, high = info.min_length or 0, info.max_length
+    if len(value) < low or (high is not None and len(value) > high):
+        bounds = f"at least {low}" if high is None else f"{low} to {high}"
+        noun = "item" if bounds == "at least 1" else "items"
+        return _at(path, f"must hold {bounds} {noun} (got {len(value)})")
     for index, item in enumerate(value):
         problem = _check(info.item_type, item, f"{path}[{index}]")
         if problem is not None:
@@ -127,7 +152,29 @@ def _check_length(info: mi.StrType, value: str, path: str) -> str | None:
         return _at(path, "must not be empty" if info.min_length == 1 else "is too short")
     if info.max_length is not None and len(value) > info.max_length:
         return _at(path, f"must be at most {info.max_length} characters")
+    if info.pattern is not None and re.search(info.pattern, value) is None:
+        return _at(path, _UNMATCHED)
     return None
+
+
+def _unwrap(info: mi.Type) -> mi.Type:
+    return info.type if isinstance(info, mi.Metadata) else info
+
+
+def _kind_fits(info: mi.Type, value: Any) -> bool:
+    """Whether ``value`` is of the JSON kind ``info`` wants (whatever its content)."""
+    info = _unwrap(info)
+    if isinstance(info, mi.LiteralType):
+        return any(type(value) is type(allowed) for allowed in info.values)
+    return type(info) in _WANTS and _same_kind(info, value)
+
+
+def _wanted(info: mi.Type) -> str:
+    """What a member of a union wants, as a message says it: ``"*"``, ``an array``…"""
+    info = _unwrap(info)
+    if isinstance(info, mi.LiteralType):
+        return " or ".join(msgspec.json.encode(allowed).decode() for allowed in info.values)
+    return _WANTS.get(type(info), "another kind")
 
 
 def _same_kind(info: mi.Type, value: Any) -> bool:

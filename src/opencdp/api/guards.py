@@ -25,7 +25,7 @@ from opencdp.models import Principal, Workspace
 async def guard(
     scope: Scope,
     services: Services,
-    workspace: Workspace,
+    workspace: Workspace | None,
     *,
     access: str,
     body_limit: int,
@@ -33,6 +33,7 @@ async def guard(
 ) -> Principal:
     """The checks of SPEC §3 after route and method, up to (not including) the body.
 
+    ``workspace`` is ``None`` on calls about the token's whole client (the admin API).
     ``unknown_status`` answers a missing or unknown token: 403 on tracking calls,
     401 on read calls. Sets ``X-RateLimit-*`` on the response once the token is valid.
     """
@@ -61,6 +62,17 @@ async def read_guard(request: Request, services: Services) -> Workspace:
     )
     await read_body(request.receive, limit)
     return workspace
+
+
+async def admin_guard(request: Request, services: Services) -> tuple[Principal, bytes]:
+    """SPEC §3 for an admin call: size, content type, a token with the ``admin`` scope
+    (401 when missing or unknown, 403 without the scope), rate limit; then the body,
+    read against the read calls' limit (an admin body is small)."""
+    limit = services.settings.read_body_limit
+    principal = await guard(
+        request.scope, services, None, access="admin", body_limit=limit, unknown_status=401
+    )
+    return principal, await read_body(request.receive, limit)
 
 
 async def take_rate(scope: Scope, services: Services, token_id: str) -> None:

@@ -32,7 +32,8 @@ class Endpoint:
     """One row of the route table: the route itself and its OpenAPI description.
 
     ``request_body`` and ``response`` are types msgspec can describe (Structs);
-    ``errors`` the error statuses the route may answer besides 500.
+    ``success`` the status of a successful answer; ``errors`` the error statuses the
+    route may answer besides 500.
     """
 
     path: str
@@ -46,6 +47,7 @@ class Endpoint:
     scope: str | None = None  # the token scope it needs; None: no token
     request_body: Any = None
     response: Any = None
+    success: int = 200
     errors: tuple[int, ...] = ()
     description: str = ""
     extra_responses: dict[int, Any] = field(default_factory=dict)

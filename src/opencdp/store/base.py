@@ -212,7 +212,8 @@ class Store(ABC):
         """
 
     @abstractmethod
-    async def list_tokens(self) -> list[TokenRecord]: ...
+    async def list_tokens(self, client_id: str | None = None) -> list[TokenRecord]:
+        """Every token (of ``client_id`` only, if given), revoked ones too, oldest first."""
 
     async def revoke_token(self, token_id: str, when: int) -> bool:
         """Mark the token revoked; False when no such (unrevoked) token exists."""

@@ -194,9 +194,11 @@ class PostgresStore(PlannedReads, Store):
     def revocations(self) -> int | None:
         return self._revocations.value()
 
-    async def list_tokens(self) -> list[TokenRecord]:
+    async def list_tokens(self, client_id: str | None = None) -> list[TokenRecord]:
+        where, params = ("", ()) if client_id is None else (" WHERE client_id = %s", (client_id,))
+        select = read_plan.TOKEN_SELECT + where + " ORDER BY created_time, token_id"
         async with self.pool.connection() as conn:
-            cursor = await conn.execute(read_plan.TOKEN_SELECT + " ORDER BY created_time, token_id")
+            cursor = await conn.execute(select, params)
             return [_token_from_row(row) for row in await cursor.fetchall()]
 
     async def revoke_token(self, token_id: str, when: int) -> bool:

@@ -218,10 +218,13 @@ class SQLiteStore(PlannedReads, Store):
     def revocations(self) -> int | None:
         return None if self._revocations is None else self._revocations.value()
 
-    async def list_tokens(self) -> list[TokenRecord]:
+    async def list_tokens(self, client_id: str | None = None) -> list[TokenRecord]:
+        where, params = ("", ()) if client_id is None else (" WHERE client_id = ?", (client_id,))
+
         def read() -> list[TokenRecord]:
-            select = read_plan.TOKEN_SELECT + " ORDER BY created_time, token_id"
-            return [_token_from_row(row) for row in self.reader().execute(select).fetchall()]
+            select = read_plan.TOKEN_SELECT + where + " ORDER BY created_time, token_id"
+            rows = self.reader().execute(select, params).fetchall()
+            return [_token_from_row(row) for row in rows]
 
         return await asyncio.to_thread(read)
 
