@@ -15,7 +15,7 @@ import asyncio
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,6 +30,7 @@ from opencdp.models import (
 from opencdp.store import read_plan
 from opencdp.store.base import Store, StoreObserver
 from opencdp.store.commands import Command
+from opencdp.store.feed import POLL_EVERY, Waiters
 from opencdp.store.group_commit import describe, tell
 from opencdp.store.guarded_reads import ReadLimits
 from opencdp.store.migrations import load_migrations
@@ -62,7 +63,8 @@ class SQLiteStore(PlannedReads, Store):
         self._ack_before_commit = ack_before_commit
         self._batch_max = batch_max
         self._queue_max = queue_max
-        self._observers = tuple(observers)
+        self.feed_waiters = Waiters(self._watch_commits)
+        self._observers = (*observers, self.feed_waiters)
         self._writer: WriterClient | None = None
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
@@ -89,8 +91,10 @@ class SQLiteStore(PlannedReads, Store):
         )
         await writer.start()
         self._writer = writer
+        self.feed_waiters.open()
 
     async def stop(self) -> None:
+        self.feed_waiters.close()
         if self._writer is not None:
             await self._writer.stop()
             self._writer = None
@@ -188,6 +192,22 @@ class SQLiteStore(PlannedReads, Store):
         async with self.read_limits.lane(workspace):
             return await asyncio.to_thread(run)
 
+    async def _watch_commits(self, wake: Callable[[Workspace | None], None]) -> None:
+        """While feed readers wait: wake them all when another connection has committed
+        (``PRAGMA data_version`` changed: another server on this file, or this server's
+        own writer process, whose commits the observer has already told)."""
+        conn = connect(self.path, readonly=True)
+        try:
+            seen = await asyncio.to_thread(_data_version, conn)
+            while True:
+                await asyncio.sleep(POLL_EVERY)
+                version = await asyncio.to_thread(_data_version, conn)
+                if version != seen:
+                    seen = version
+                    wake(None)
+        finally:
+            conn.close()
+
     def _workspace_id(self, conn: sqlite3.Connection, workspace: Workspace) -> int | None:
         ws = self._workspace_ids.get(workspace)
         if ws is None:
@@ -238,6 +258,10 @@ class SQLiteStore(PlannedReads, Store):
 
 def _token_from_row(row: tuple[Any, ...]) -> TokenRecord:
     return read_plan.token_from_row(row, msgspec.json.decode)
+
+
+def _data_version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA data_version").fetchone()[0])
 
 
 def _ensure_workspace(conn: sqlite3.Connection, workspace: Workspace) -> int:
