@@ -8,7 +8,10 @@ once, and each writer's events in the order that writer had them acknowledged.
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -100,3 +103,47 @@ def test_a_consumer_alternating_between_two_processes_sees_every_event_once(
     finally:
         for server in servers:
             server.stop()
+
+
+def test_the_readme_consumer_follows_a_real_server(tmp_path: Path) -> None:
+    """The README's consumer, run as written: it prints the events there are, then,
+    long-polling, a new one within a second of its commit."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    follow = readme.split("## Following events", 1)[1]
+    consumer = follow.split("```python\n", 1)[1].split("```", 1)[0]
+    db = f"sqlite:///{tmp_path / 'readme.db'}"
+    token = client_token(db, "acme")
+    server = ServerProcess(db, tmp_path / "server.log")
+    server.start()
+    events = httpx.Client(base_url=server.url, headers={"auth-token": token})
+    process = None
+    try:
+        def send(name: str) -> str:
+            body = {"userId": "u1", "event": name, "timestamp": "2019-11-28T14:31:58.596Z"}
+            answer = events.post("/track/acme/web/shop/v1/track", json=body)
+            assert answer.status_code == 200, answer.text
+            return str(answer.json()["eventId"])
+
+        sent = [send("First"), send("Second")]
+        script = tmp_path / "consumer.py"
+        script.write_text(consumer)
+        env = {**os.environ, "TOKEN": token, "OPENCDP_URL": server.url}
+        process = subprocess.Popen(
+            [sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=env
+        )
+        assert process.stdout is not None
+        printed = [process.stdout.readline().split()[0] for _ in sent]
+        assert printed == sent
+        time.sleep(0.5)  # the consumer now waits in a long poll
+        sent.append(send("Third"))
+        committed = time.monotonic()
+        assert process.stdout.readline().split()[:2] == [sent[-1], "third"]
+        assert time.monotonic() - committed < 1.0
+    finally:
+        if process is not None:
+            process.kill()
+            process.wait(timeout=10)
+            if process.stdout is not None:
+                process.stdout.close()
+        events.close()
+        server.stop()
