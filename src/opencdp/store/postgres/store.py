@@ -183,12 +183,16 @@ class PostgresStore(PlannedReads, Store):
 
     async def _watch_commits(self, wake: Callable[[Workspace | None], None]) -> None:
         """While feed readers wait: notifications wake them (``_notified``); while the
-        listener is down, every reader reads again each ``POLL_EVERY`` seconds."""
+        listener is down, every reader reads again each ``POLL_EVERY`` seconds, and
+        once more when it listens again (a commit may have come just before)."""
         self._revocations.ensure_started()
+        listened = self._revocations.listening
         while True:
             await asyncio.sleep(POLL_EVERY)
-            if not self._revocations.listening:
+            listening = self._revocations.listening
+            if not listening or not listened:
                 wake(None)
+            listened = listening
 
     def _notified(self, workspace_id: int) -> None:
         """A transaction that stored events in ``workspace_id`` committed (any process)."""
