@@ -147,3 +147,36 @@ def test_the_readme_consumer_follows_a_real_server(tmp_path: Path) -> None:
                 process.stdout.close()
         events.close()
         server.stop()
+
+
+def test_a_held_long_poll_ends_cleanly_on_shutdown_and_when_its_client_leaves(
+    tmp_path: Path,
+) -> None:
+    """SIGTERM answers a held feed read at once (empty, with ``next``) and the server exits
+    without waiting out the read's ``wait``; a client that left holds nothing up."""
+    db = f"sqlite:///{tmp_path / 'shutdown.db'}"
+    token = client_token(db, "acme")
+    server = ServerProcess(db, tmp_path / "server.log")
+    server.start()
+    feed = "/track/acme/web/shop/v1/events/feed"
+    try:
+        with httpx.Client(base_url=server.url, headers={"auth-token": token}) as http:
+            with pytest.raises(httpx.ReadTimeout):  # this client leaves while its read waits
+                http.get(feed, params={"wait": "30"}, timeout=0.5)
+            answers: list[httpx.Response] = []
+            held = threading.Thread(
+                target=lambda: answers.append(
+                    http.get(feed, params={"after": "now", "wait": "30"}, timeout=40)
+                )
+            )
+            held.start()
+            time.sleep(1.0)
+            assert held.is_alive()
+            started = time.monotonic()
+            assert server.terminate(timeout=20) == 0
+            held.join(timeout=5)
+            assert time.monotonic() - started < 5
+        assert answers and answers[0].status_code == 200
+        assert answers[0].json()["data"] == [] and answers[0].json()["next"]
+    finally:
+        server.stop()
