@@ -255,6 +255,32 @@ async def test_a_wait_is_woken_by_another_process_commit(store: Store, db_url: s
         await other.stop()
 
 
+async def test_a_wait_is_woken_while_the_listener_is_down() -> None:
+    """A commit whose notification is lost (the LISTEN connection cut, as by a failover)
+    still reaches a waiting reader within a second: the watch polls, and reads again
+    when the listener is back."""
+    from tests.test_token_verifier import cut_listener
+
+    with postgres_schema() as url:
+        store, other = PostgresStore(url), PostgresStore(url)
+        await store.start()
+        await other.start()
+        try:
+            await store.append_calls(WS, [call(user_id="u1")])
+            start = (await store.feed(WS, FeedQuery(after=None))).next
+            waiting = asyncio.ensure_future(store.feed(WS, FeedQuery(after=start), wait=10))
+            await asyncio.sleep(0.5)  # the watch has started the listener by now
+            await cut_listener(store)
+            sent = await other.append_calls(WS, [call(user_id="u2")])
+            committed = time.monotonic()
+            page = await asyncio.wait_for(waiting, 5)
+            assert time.monotonic() - committed < 1.0
+            assert [e.event_id for e in page.events] == [sent[0].event_id]
+        finally:
+            await other.stop()
+            await store.stop()
+
+
 def make_other_store(db_url: str) -> Store:
     from tests.backends import make_store
 
