@@ -54,6 +54,8 @@ class RevocationListener:
         self._on_feed = on_feed
         self._count = 0
         self._listening = False
+        #: How many times a connection has started listening (each may follow a loss).
+        self.sessions = 0
         self._open = False
         self._schema: str | None = None
         self._task: asyncio.Task[None] | None = None
@@ -133,6 +135,7 @@ class RevocationListener:
         await conn.execute(f"LISTEN {CHANNEL}")
         await conn.execute(f"LISTEN {FEED_CHANNEL}")
         self._listening = True
+        self.sessions += 1
 
     async def _follow(self, conn: psycopg.AsyncConnection[Any]) -> None:
         """Count this schema's notifications; between waits, prove the connection lives."""

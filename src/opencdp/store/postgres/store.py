@@ -185,14 +185,14 @@ class PostgresStore(PlannedReads, Store):
         """While feed readers wait: notifications wake them (``_notified``); while the
         listener is down, every reader reads again each ``POLL_EVERY`` seconds, and
         once more when it listens again (a commit may have come just before)."""
-        self._revocations.ensure_started()
-        listened = self._revocations.listening
+        listener = self._revocations
+        listener.ensure_started()
+        sessions = listener.sessions
         while True:
             await asyncio.sleep(POLL_EVERY)
-            listening = self._revocations.listening
-            if not listening or not listened:
+            if not listener.listening or listener.sessions != sessions:
+                sessions = listener.sessions
                 wake(None)
-            listened = listening
 
     def _notified(self, workspace_id: int) -> None:
         """A transaction that stored events in ``workspace_id`` committed (any process)."""

@@ -33,7 +33,10 @@ _encode = msgspec.json.encode
 _decode = msgspec.json.decode
 
 #: The highest position (``seq``) any event was ever given, deleted ones included.
-LAST_POSITION = "max((SELECT coalesce(max(seq), 0) FROM events), (SELECT last FROM feed_clock))"
+LAST_POSITION = (
+    "max((SELECT coalesce(max(seq), 0) FROM events),"
+    " (SELECT last FROM feed_clock WHERE one = 1))"
+)
 # Everything a batch reads, in one statement (one hand-over of the GIL, not four):
 # the messageIds already stored (?1), the identities the batch names (?2) and their
 # profiles, the highest profile pk (read inside the write lock: other processes,
