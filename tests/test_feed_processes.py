@@ -128,16 +128,20 @@ def test_the_readme_consumer_follows_a_real_server(tmp_path: Path) -> None:
         script = tmp_path / "consumer.py"
         script.write_text(consumer)
         env = {**os.environ, "TOKEN": token, "OPENCDP_URL": server.url}
+        errors = (tmp_path / "consumer.err").open("w")
         process = subprocess.Popen(
-            [sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=env
+            [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=errors, text=True,
+            env=env,
         )
+        errors.close()
         assert process.stdout is not None
         printed = [process.stdout.readline().split()[0] for _ in sent]
         assert printed == sent
         time.sleep(0.5)  # the consumer now waits in a long poll
         sent.append(send("Third"))
         committed = time.monotonic()
-        assert process.stdout.readline().split()[:2] == [sent[-1], "third"]
+        line = process.stdout.readline()
+        assert line.split()[:2] == [sent[-1], "third"], (tmp_path / "consumer.err").read_text()
         assert time.monotonic() - committed < 1.0
     finally:
         if process is not None:
