@@ -69,6 +69,7 @@ class SQLiteStore(PlannedReads, Store):
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
+        self._watch_conn: sqlite3.Connection | None = None
         self._workspace_ids: dict[Workspace, int] = {}
         self._cursor_secret: bytes | None = None
         self._revocations: RevocationCount | None = None
@@ -105,6 +106,7 @@ class SQLiteStore(PlannedReads, Store):
             for conn in self._readers:
                 conn.close()
             self._readers.clear()
+            self._watch_conn = None
         self._local = threading.local()
 
     async def ping(self) -> bool:
@@ -196,17 +198,22 @@ class SQLiteStore(PlannedReads, Store):
         """While feed readers wait: wake them all when another connection has committed
         (``PRAGMA data_version`` changed: another server on this file, or this server's
         own writer process, whose commits the observer has already told)."""
-        conn = connect(self.path, readonly=True)
-        try:
-            seen = await asyncio.to_thread(_data_version, conn)
-            while True:
-                await asyncio.sleep(POLL_EVERY)
-                version = await asyncio.to_thread(_data_version, conn)
-                if version != seen:
-                    seen = version
-                    wake(None)
-        finally:
-            conn.close()
+        seen = await asyncio.to_thread(self._data_version)
+        while True:
+            await asyncio.sleep(POLL_EVERY)
+            version = await asyncio.to_thread(self._data_version)
+            if version != seen:
+                seen = version
+                wake(None)
+
+    def _data_version(self) -> int:
+        """``PRAGMA data_version`` on the feed watch's own connection (a count that
+        changes when another connection commits; each connection has its own count)."""
+        with self._readers_lock:
+            if self._watch_conn is None:
+                self._watch_conn = connect(self.path, readonly=True)
+                self._readers.append(self._watch_conn)
+            return int(self._watch_conn.execute("PRAGMA data_version").fetchone()[0])
 
     def _workspace_id(self, conn: sqlite3.Connection, workspace: Workspace) -> int | None:
         ws = self._workspace_ids.get(workspace)
@@ -258,10 +265,6 @@ class SQLiteStore(PlannedReads, Store):
 
 def _token_from_row(row: tuple[Any, ...]) -> TokenRecord:
     return read_plan.token_from_row(row, msgspec.json.decode)
-
-
-def _data_version(conn: sqlite3.Connection) -> int:
-    return int(conn.execute("PRAGMA data_version").fetchone()[0])
 
 
 def _ensure_workspace(conn: sqlite3.Connection, workspace: Workspace) -> int:
