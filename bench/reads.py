@@ -56,8 +56,9 @@ async def measure(
     samples: int,
     depth: int,
     budget: float = BUDGET_SECONDS,
-) -> list[Latency]:
-    """Every read scenario against a started store holding ``dataset`` of ``size``."""
+) -> tuple[list[Latency], Following]:
+    """Every read scenario against a started store holding ``dataset`` of ``size``, and
+    how fast a consumer can follow its events."""
     text, record = new_token("bench", None, None, ("read",), now=int(time.time() * 1000))
     await store.add_token(record)
     app = create_app(Settings(db=db_url, rate=1e9, burst=10**9), store)
@@ -65,7 +66,8 @@ async def measure(
     headers = {"auth-token": text}
     client = httpx.AsyncClient(transport=transport, base_url="http://bench", headers=headers)
     async with client:
-        return await _scenarios(client, size, samples, depth, budget)
+        latencies = await _scenarios(client, size, samples, depth, budget)
+        return latencies, await following(client, budget)
 
 
 async def _scenarios(
@@ -163,6 +165,52 @@ async def _scroll(
 
         results.append(await _timed(client, name, samples, budget, same))
     return results
+
+
+@dataclass
+class Following:
+    """How fast a consumer can follow the workspace's events from the oldest on."""
+
+    feed_events_per_s: float  # the change feed, pages of FEED_PAGE
+    scroll_events_per_s: float  # the same-run baseline: the Events API scroll, oldest first
+    events: int  # read by each, at most
+
+    def as_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+FEED_PAGE = 1000
+#: The next request's parameters, from this one's and its answer.
+Step = Callable[[dict[str, str], dict[str, object]], dict[str, str]]
+#: Events each consumer reads (or fewer, when the budget ends first).
+FOLLOW_EVENTS = 200_000
+
+
+async def following(client: httpx.AsyncClient, budget: float) -> Following:
+    """Events/s through the whole app for a consumer following the change feed, and for
+    one paging the Events API oldest first with ``scrollId`` (what a consumer had
+    before the feed), in the same run."""
+
+    async def rate(path: str, first: dict[str, str], step: Step) -> float:
+        params, read = first, 0
+        started = time.perf_counter()
+        while read < FOLLOW_EVENTS and time.perf_counter() - started < budget:
+            page = (await _get(client, PREFIX + path, params)).json()
+            if not page["data"]:
+                break
+            read += len(page["data"])
+            params = step(params, page)
+        return round(read / (time.perf_counter() - started))
+
+    feed = await rate(
+        "/events/feed", {"size": str(FEED_PAGE)},
+        lambda params, page: {**params, "after": str(page["next"])},
+    )
+    scroll = await rate(
+        "/events", {"sort": "asc", "size": "100"},
+        lambda _, page: {"scrollId": str(page["scrollId"])},
+    )
+    return Following(feed, scroll, FOLLOW_EVENTS)
 
 
 def _iso(ms: int) -> str:

@@ -202,7 +202,7 @@ async def _read_scenarios(
     index_seconds = await dataset.index_properties(store)
     await store.start()
     try:
-        latencies = await reads.measure(
+        latencies, follow = await reads.measure(
             store, url, size, plan.read_samples, plan.scroll_depth, plan.read_budget
         )
     finally:
@@ -213,6 +213,7 @@ async def _read_scenarios(
         "load_events_per_s": None if not load_seconds else round(size.events / load_seconds),
         "index_seconds": None if index_seconds is None else round(index_seconds, 1),
         "latencies": [latency.as_dict() for latency in latencies],
+        "following": follow.as_dict(),
     }
 
 
@@ -253,6 +254,14 @@ def table(results: dict[str, Any]) -> str:
         if data.get("index_seconds") is not None:
             lines.append(f"property indexes ({', '.join(dataset.INDEXED_PROPERTIES)}):"
                          f" {data['index_seconds']} s\n")
+        if data.get("following"):
+            follow = data["following"]
+            ratio = follow["feed_events_per_s"] / max(follow["scroll_events_per_s"], 1)
+            lines.append(f"a consumer following from the oldest event: change feed"
+                         f" {follow['feed_events_per_s']:,.0f} events/s (pages of"
+                         f" {reads.FEED_PAGE}); Events API scroll, oldest first (the same-run"
+                         f" baseline) {follow['scroll_events_per_s']:,.0f} events/s;"
+                         f" ratio {ratio:.2f}×\n")
         lines += ["| query | p50 ms | p99 ms | samples |", "|---|---|---|---|"]
         for lat in data["latencies"]:
             lines.append(f"| {lat['name']} | {lat['p50_ms']:.2f} | {lat['p99_ms']:.2f} |"

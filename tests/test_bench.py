@@ -32,7 +32,8 @@ async def test_bulk_load_then_every_read_scenario(db_url: str) -> None:
     assert await dataset.index_properties(store) is None  # already declared
     await store.start()
     try:
-        latencies = await reads.measure(store, db_url, TINY, samples=3, depth=500)
+        latencies, follow = await reads.measure(store, db_url, TINY, samples=3, depth=500)
+        assert follow.feed_events_per_s > 0 and follow.scroll_events_per_s > 0
         names = [latency.name for latency in latencies]
         assert "traits by email" in names and "scroll page at depth 500" in names
         assert all(x.samples == 3 and x.p99_ms >= x.p50_ms for x in latencies)
@@ -60,6 +61,16 @@ async def _check_loaded_data(store: Store, db_url: str) -> None:
         assert meta["lastActivityTime"] == max(e["eventTime"] for e in events["data"])
         feed = (await client.get(f"{dataset.PREFIX}/events", params={"size": "100"})).json()
         assert feed["total"] == TINY.events
+        # bulk-loaded events have change feed positions too, each its own
+        followed: list[str] = []
+        params = {"size": "1000"}
+        while True:
+            page = (await client.get(f"{dataset.PREFIX}/events/feed", params=params)).json()
+            if not page["data"]:
+                break
+            followed += [e["eventId"] for e in page["data"]]
+            params["after"] = page["next"]
+        assert len(set(followed)) == len(followed) == TINY.events
 
 
 def test_wrk_bodies_are_valid_calls() -> None:

@@ -15,9 +15,17 @@ from typing import Any
 
 import pytest
 
-from opencdp.models import EventKey, EventQuery, ProfileKey, ProfileQuery, ProfileRef
+from opencdp.models import EventKey, EventQuery, FeedQuery, ProfileKey, ProfileQuery, ProfileRef
 from opencdp.store.dialect import property_index
-from opencdp.store.read_plan import FindProfiles, GetEvent, ListEvents, ListProfiles, Read, Scope
+from opencdp.store.read_plan import (
+    FindProfiles,
+    GetEvent,
+    ListEvents,
+    ListProfiles,
+    Read,
+    ReadFeed,
+    Scope,
+)
 from opencdp.store.sqlite import reads
 from opencdp.store.sqlite.connection import connect
 from opencdp.store.sqlite.dialect import SQLITE
@@ -108,6 +116,13 @@ LISTINGS = {
 }
 
 
+FEED_SHAPES = {
+    "from the oldest": FeedQuery(after=0),
+    "after now": FeedQuery(after=None),
+    "after a position, filtered": FeedQuery(after=2, include=("page",), exclude=("identify",)),
+}
+
+
 def _assert_indexed(path: str, statements: list[str]) -> None:
     assert statements
     for sql in statements:
@@ -122,6 +137,17 @@ async def test_event_queries(database: tuple[str, int], shape: str) -> None:
     path, ws = database
     query = EVENT_SHAPES[shape]
     _assert_indexed(path, _run(path, lambda conn: _read(conn, ws, ListEvents(query))))
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("shape", FEED_SHAPES)
+async def test_feed_reads_walk_positions_in_order(database: tuple[str, int], shape: str) -> None:
+    """The change feed seeks its position in ``events_by_position``; no sort step."""
+    path, ws = database
+    statements = _run(path, lambda conn: _read(conn, ws, ReadFeed(FEED_SHAPES[shape])))
+    _assert_indexed(path, statements)
+    for sql in statements:
+        assert not [line for line in _plan(path, sql) if "TEMP B-TREE" in line], sql
 
 
 @pytest.mark.anyio

@@ -279,6 +279,33 @@ class EventPage:
 
 
 @dataclass(frozen=True, slots=True)
+class FeedQuery:
+    """A change feed read (SPEC §5): events after ``after`` in commit order.
+
+    Positions grow in commit order within a workspace and are never reused, and no
+    transaction commits below a position a reader has seen (the stores' migrations say
+    how). ``after=None`` means "after the last event committed now".
+    """
+
+    after: int | None = 0
+    size: int = 100
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class FeedPage:
+    """Events after the query's position, and where the next read goes on from.
+
+    ``next`` may pass the last event: when the page is not full, every matching event
+    up to the highest committed position was in it, so later reads start there.
+    """
+
+    events: list[StoredEvent]
+    next: int
+
+
+@dataclass(frozen=True, slots=True)
 class ProfileKey:
     """A profile's place in a listing: its last activity and its creation sequence number.
 

@@ -26,6 +26,8 @@ from opencdp.models import (
 Params = Sequence[tuple[str, str]]
 
 MAX_SIZE = 100
+MAX_FEED_SIZE = 1000
+MAX_FEED_WAIT = 30
 MAX_ACTIONS = 50
 MAX_PROPERTY_FILTERS = 20
 PROPERTY_PREFIX = "properties."
@@ -33,6 +35,7 @@ PROFILE_ID_FORMAT = "ProfileID must be in format of id_type:id"
 
 _EVENT_PARAMS = frozenset({"include", "exclude", "start", "end", "sort", "from", "size"})
 _PROFILE_PARAMS = frozenset({"sort", "size"})
+_FEED_PARAMS = frozenset({"after", "size", "wait", "include", "exclude"})
 _INTEGER = re.compile(r"[0-9]{1,9}")
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
@@ -66,6 +69,39 @@ def parse_event_params(params: Params, *, user_id: bool = True) -> EventQuery | 
     )
     _check_window(query)
     return query
+
+
+@dataclass(frozen=True, slots=True)
+class FeedRequest:
+    """``GET …/v1/events/feed``: where to start (``after``: a cursor still to check, or
+    None with ``now`` false for the oldest event), and the query's other parts."""
+
+    after: str | None
+    now: bool
+    size: int
+    wait: int
+    include: tuple[str, ...]
+    exclude: tuple[str, ...]
+
+
+def parse_feed_params(params: Params) -> FeedRequest:
+    """The change feed's parameters (SPEC §5): ``after`` (a ``next`` cursor or ``now``),
+    ``size`` (1–1000), ``wait`` (0–30 seconds), ``include``, ``exclude``."""
+    values = _single_values(params)
+    for name in values:
+        if name not in _FEED_PARAMS:
+            raise _invalid(name, "unknown parameter")
+    after = values.get("after")
+    if after is not None and not after:
+        raise _invalid("after", "must not be empty")
+    return FeedRequest(
+        after=None if after == "now" else after,
+        now=after == "now",
+        size=_integer(values, "size", 1, MAX_FEED_SIZE, 100),
+        wait=_integer(values, "wait", 0, MAX_FEED_WAIT, 0),
+        include=_actions(values, "include"),
+        exclude=_actions(values, "exclude"),
+    )
 
 
 def parse_profile_list_params(params: Params) -> ProfileQuery | ScrollRequest:

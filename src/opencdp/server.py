@@ -12,7 +12,9 @@ them, and keeps httptools' parsing (the fastest measured here):
   it connected (or after it began its next request) is disconnected;
 - past ``OPENCDP_MAX_CONNECTIONS`` open connections in this process, a new one is
   closed at once;
-- malformed HTTP gets ``400`` with the SPEC's error body (uvicorn answers plain text).
+- malformed HTTP gets ``400`` with the SPEC's error body (uvicorn answers plain text);
+- on shutdown, change feed reads held open for a commit answer at once (empty, with
+  their ``next``), rather than holding the shutdown up to their ``wait``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from opencdp.app import new_request_id
 from opencdp.config import Settings
+from opencdp.store.feed import end_all_waits
 
 #: ``uvicorn.run(http=...)`` takes this import string (worker processes import it too).
 PROTOCOL = "opencdp.server:GuardedHttpProtocol"
@@ -94,6 +97,10 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     # -- answers without a request ---------------------------------------------------
+
+    def shutdown(self) -> None:
+        end_all_waits()
+        super().shutdown()
 
     def send_400_response(self, msg: str) -> None:
         """The SPEC's error body for what never became a request, then close."""

@@ -1,4 +1,5 @@
-"""The Events API (SPEC §5): ``GET …/v1/events`` and ``GET …/v1/events/{eventId}``.
+"""The Events API (SPEC §5): ``GET …/v1/events``, the change feed ``GET …/v1/events/feed``
+and ``GET …/v1/events/{eventId}`` (the feed's route comes first: it would be an event id).
 
 Each handler: check (``read_guard``) → parse (``queries``) → one store call → answer.
 No CORS headers: read APIs must not be called from browsers. The page and scroll
@@ -7,6 +8,8 @@ logic here is shared with a profile's events (``api/profiles.py``).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from dataclasses import replace
 from typing import Any
 
@@ -19,15 +22,36 @@ from opencdp.api.guards import read_guard
 from opencdp.api.responses import JSONResponse
 from opencdp.api.routing import WORKSPACE_PREFIX, Endpoint, Handler
 from opencdp.api.services import Services
-from opencdp.errors import EventNotFound
-from opencdp.models import EventKey, EventQuery, StoredEvent, Workspace, format_millis
-from opencdp.queries import Params, ScrollRequest, parse_event_params, parse_no_params
+from opencdp.errors import EventNotFound, ValidationFailed
+from opencdp.models import (
+    EventKey,
+    EventQuery,
+    FeedPage,
+    FeedQuery,
+    StoredEvent,
+    Workspace,
+    format_millis,
+)
+from opencdp.queries import (
+    FeedRequest,
+    Params,
+    ScrollRequest,
+    parse_event_params,
+    parse_feed_params,
+    parse_no_params,
+)
 
 READ_ERRORS = (400, 401, 403, 404, 405, 413, 429)
 EVENT_PARAMETERS = (
     "Parameters: `include`, `exclude` (comma-separated event actions), `start`, `end` "
     "(ISO-8601; start ≤ eventTime < end), `sort` (asc | desc), `from`, `size` (1–100), "
     "`properties.<key>=<value>`, `userId`, or `scrollId` alone to continue a scroll."
+)
+FEED_PARAMETERS = (
+    "Events in commit order, each exactly once to a consumer that follows `next`. "
+    "Parameters: `after` (a `next` cursor, or `now`; omitted: from the oldest event), "
+    "`size` (1–1000, default 100), `wait` (0–30 seconds: an empty answer waits that long "
+    "for an event), `include`, `exclude` (comma-separated event actions)."
 )
 
 
@@ -44,6 +68,18 @@ def endpoints(services: Services) -> list[Endpoint]:
             response=EventList,
             errors=READ_ERRORS,
             description=EVENT_PARAMETERS,
+        ),
+        Endpoint(
+            path=f"{WORKSPACE_PREFIX}/events/feed",
+            methods=("GET",),
+            handler=_feed(services),
+            operation_id="followEvents",
+            summary="The change feed: the workspace's events in commit order, long-polled",
+            tag="Events",
+            scope="read",
+            response=EventFeed,
+            errors=(*READ_ERRORS, 503),
+            description=FEED_PARAMETERS,
         ),
         Endpoint(
             path=f"{WORKSPACE_PREFIX}/events/{{eventId}}",
@@ -79,6 +115,61 @@ def _get_event(services: Services) -> Handler:
         return JSONResponse({**event_record(event), "status": event.status})
 
     return get_event
+
+
+def _feed(services: Services) -> Handler:
+    async def feed(request: Request) -> Response:
+        workspace = await read_guard(request, services)
+        parsed = parse_feed_params(query_items(request))
+        key = await services.store.cursor_secret()
+        context = f"feed\x00{workspace}"
+        query = FeedQuery(feed_start(parsed, key, context), parsed.size, parsed.include,
+                          parsed.exclude)
+        reading = services.store.feed(workspace, query, wait=parsed.wait)
+        page = await reading if not parsed.wait else await _unless_gone(request, reading)
+        if page is None:  # the client left while the answer waited
+            return Response(status_code=499)
+        return JSONResponse(
+            {
+                "data": [event_record(event) for event in page.events],
+                "next": cursor.encode(page.next, key, context),
+            }
+        )
+
+    return feed
+
+
+def feed_start(parsed: FeedRequest, key: bytes, context: str) -> int | None:
+    """The position the feed reads after: 0 (the oldest event on), None (``now``), or the
+    one a ``next`` cursor of this workspace holds."""
+    if parsed.now:
+        return None
+    if parsed.after is None:
+        return 0
+    try:
+        return cursor.decode(parsed.after, int, key, context)
+    except cursor.InvalidCursor:
+        raise ValidationFailed("after: not a cursor issued by this workspace's feed") from None
+
+
+async def _unless_gone(request: Request, reading: Any) -> FeedPage | None:
+    """The held answer, or None as soon as the client disconnects (the wait is ended)."""
+    answer = asyncio.ensure_future(reading)
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait((answer, gone), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (answer, gone):
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+    return answer.result() if not answer.cancelled() else None
+
+
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 # -- shared by the read routes -----------------------------------------------------------
@@ -165,6 +256,14 @@ class EventList(msgspec.Struct):
     total: int
     scrollId: str
     data: list[EventRecord]
+
+
+class EventFeed(msgspec.Struct):
+    """Events after ``after`` in commit order; pass ``next`` as ``after`` to go on (it is
+    there on an empty answer too)."""
+
+    data: list[EventRecord]
+    next: str
 
 
 class EventWithStatus(EventRecord):

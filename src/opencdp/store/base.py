@@ -12,6 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol, TypeVar
 
 from opencdp.models import (
@@ -20,6 +21,8 @@ from opencdp.models import (
     Call,
     EventPage,
     EventQuery,
+    FeedPage,
+    FeedQuery,
     ProfilePage,
     ProfileQuery,
     ProfileRef,
@@ -37,6 +40,7 @@ from opencdp.store.commands import (
     IndexProperty,
     RevokeToken,
 )
+from opencdp.store.feed import Waiters, follow
 from opencdp.store.read_plan import FIRST_WALKS, Window
 
 R = TypeVar("R")
@@ -59,8 +63,9 @@ class Commit:
     duplicates: int
     #: Identity links or merges a guardrail refused (the reason of each).
     refusals: tuple[str, ...]
-    #: Where the new events stand in the store's commit order (SQLite: their ``seq``
-    #: ranges); None where the back-end has no such order (PostgreSQL).
+    #: The new events' change feed positions: a range per workspace batch written
+    #: (SQLite: ``seq``, one order for every workspace; PostgreSQL: each workspace's
+    #: own); empty when it stored none.
     positions: tuple[range, ...] | None = None
 
     @property
@@ -149,6 +154,23 @@ class Store(ABC):
 
     @abstractmethod
     async def get_event(self, workspace: Workspace, event_id: str) -> StoredEvent | None: ...
+
+    @abstractmethod
+    async def read_feed(self, workspace: Workspace, query: FeedQuery) -> FeedPage:
+        """The change feed once, without waiting (see ``feed``)."""
+
+    #: The store's waiting feed readers, woken by its commits (``store.feed``).
+    feed_waiters: Waiters
+
+    async def feed(self, workspace: Workspace, query: FeedQuery, *, wait: float = 0) -> FeedPage:
+        """The workspace's events after ``query.after`` in commit order (SPEC §5).
+
+        A position once given is never given again, and no commit lands below a
+        position a read has seen: following ``next`` sees every event exactly once.
+        With ``wait``, an empty answer waits up to that many seconds for an event.
+        """
+        read = partial(self.read_feed, workspace)
+        return await follow(read, self.feed_waiters, workspace, query, wait)
 
     @abstractmethod
     async def find_profiles(

@@ -34,6 +34,8 @@ class Dialect(ABC):
     number_types: ClassVar[str]
     #: Whether the store prints a JSON number in plain decimals (else as it was written).
     plain_numbers: ClassVar[bool]
+    #: The events column holding their change feed position.
+    position: ClassVar[str]
     #: A JSON column's value as Python data.
     decode: Callable[[Any], Any]
 

@@ -27,6 +27,8 @@ from opencdp.models import (
     MAX_TOTAL,
     EventPage,
     EventQuery,
+    FeedPage,
+    FeedQuery,
     ProfileKey,
     ProfilePage,
     ProfileQuery,
@@ -195,6 +197,50 @@ class ListProfiles(Read[ProfilePage]):
         return ProfilePage([], self.query.after)
 
 
+@dataclass(slots=True)
+class ReadFeed(Read[FeedPage]):
+    """The change feed: the workspace's events after a position, in position (commit)
+    order, through the ``events_by_position`` index.
+
+    Read in one snapshot with the highest position committed: when the page is not
+    full it held every matching event up to there, so ``next`` moves past events the
+    filters skipped (nothing can later commit below a position a snapshot saw).
+    """
+
+    query: FeedQuery
+
+    def plan(self, scope: Scope) -> Plan[FeedPage]:
+        query, d = self.query, scope.dialect
+        index, position = d.index("events_by_position"), f"e.{d.position}"
+        rows = yield d.statement(
+            f"SELECT max({position}) FROM events e {index} WHERE e.workspace_id = ?", (scope.ws,)
+        )
+        last = int(rows[0][0] or 0)
+        if query.after is None:
+            return FeedPage([], last)
+        after = (f"e.workspace_id = ? AND {position} > ?", [scope.ws, query.after])
+        terms: list[tuple[str, list[Any]]] = [after]
+        if query.include:
+            terms.append(d.one_of("e.action", query.include, negate=False))
+        if query.exclude:
+            terms.append(d.one_of("e.action", query.exclude, negate=True))
+        where = " AND ".join(term for term, _ in terms)
+        params = [p for _, ps in terms for p in ps]
+        rows = yield d.statement(
+            f"SELECT {EVENT_COLUMNS}, {position} FROM events e {index}"
+            f" {d.join} profiles p ON p.pk = e.profile_pk"
+            f" WHERE {where} ORDER BY {position} LIMIT ?",
+            [*params, query.size],
+        )
+        events = [stored_event(scope, row) for row in rows]
+        if len(rows) == query.size:
+            return FeedPage(events, int(rows[-1][-1]))
+        return FeedPage(events, max(query.after, last))
+
+    def nothing(self) -> FeedPage:
+        return FeedPage([], self.query.after or 0)
+
+
 class PlannedReads(ABC):
     """A store's read methods (``Store.list_events``…), each a ``Read`` that the store
     runs with ``_read``: the only read code a back-end writes."""
@@ -217,6 +263,9 @@ class PlannedReads(ABC):
 
     async def list_profiles(self, workspace: Workspace, query: ProfileQuery) -> ProfilePage:
         return await self._read(workspace, ListProfiles(query))
+
+    async def read_feed(self, workspace: Workspace, query: FeedQuery) -> FeedPage:
+        return await self._read(workspace, ReadFeed(query))
 
     @abstractmethod
     async def _read(self, workspace: Workspace, read: Read[T]) -> T:

@@ -31,6 +31,7 @@ from opencdp.store.batching import (
     raw_fields,
     report_refusals,
 )
+from opencdp.store.postgres.revocations import FEED_CHANNEL as FEED
 
 _encode = msgspec.json.encode
 
@@ -68,12 +69,23 @@ INSERT INTO identities (workspace_id, kind, value, profile_pk)
 SELECT %s, r->>0, r->>1, (r->>2)::bigint FROM jsonb_array_elements(%s::jsonb) AS r
 ON CONFLICT (workspace_id, kind, value) DO UPDATE SET profile_pk = excluded.profile_pk
 """
+# The events' positions come from the workspace's feed clock, whose row stays locked
+# until this transaction commits (migration 0006 says why no reader can then skip
+# one); the notification, delivered at commit, wakes the feed's waiting readers in
+# every process (``postgres.revocations``, which listens for both).
 _SAVE_EVENTS = """
-INSERT INTO events (workspace_id, event_id, message_id, profile_pk, action, event_time,
-    received_time, user_id, anonymous_id, raw)
-SELECT %s, r->>0, r->>1, (r->>2)::bigint, r->>3, (r->>4)::bigint, (r->>5)::bigint,
-    r->>6, r->>7, (r->>8)::jsonb
-FROM jsonb_array_elements(%s::jsonb) AS r
+WITH clock AS (
+    INSERT INTO feed_clocks AS c (workspace_id, last) VALUES (%(ws)s, %(count)s)
+    ON CONFLICT (workspace_id) DO UPDATE SET last = c.last + excluded.last
+    RETURNING last
+), saved AS (
+    INSERT INTO events (workspace_id, event_id, message_id, profile_pk, action, event_time,
+        received_time, user_id, anonymous_id, raw, position)
+    SELECT %(ws)s, r->>0, r->>1, (r->>2)::bigint, r->>3, (r->>4)::bigint, (r->>5)::bigint,
+        r->>6, r->>7, (r->>8)::jsonb, (SELECT last FROM clock) - %(count)s + n
+    FROM jsonb_array_elements(%(rows)s::jsonb) WITH ORDINALITY AS t(r, n)
+)
+SELECT last, pg_notify(%(channel)s, current_schema() || ':' || %(ws)s::text) FROM clock
 """
 
 
@@ -85,14 +97,20 @@ def lock_key(workspace_id: int, *parts: str) -> int:
 
 class PostgresBatch:
     """Applies one workspace's calls inside an open transaction on ``conn``; ``refused``
-    is told the reason of each guardrail refusal."""
+    is told the reason of each guardrail refusal, ``positions`` the feed positions of
+    the events stored."""
 
     def __init__(
-        self, conn: AsyncConnection[Any], workspace_id: int, refused: Callable[[str], None]
+        self,
+        conn: AsyncConnection[Any],
+        workspace_id: int,
+        refused: Callable[[str], None],
+        positions: Callable[[range], None],
     ) -> None:
         self._conn = conn
         self._ws = workspace_id
         self._refused = refused
+        self._positions = positions
 
     async def write(self, calls: Sequence[Call]) -> list[Accepted]:
         await self._lock_names(calls)
@@ -169,7 +187,12 @@ class PostgresBatch:
             links = [[k, v, pk] for (k, v), pk in graph.links.items()]
             await self._conn.execute(_SAVE_IDENTITIES, (self._ws, Jsonb(links)))
         if rows:  # before the merges: a row may name a profile merged later in the batch
-            await self._conn.execute(_SAVE_EVENTS, (self._ws, Jsonb(rows)))
+            params = {"ws": self._ws, "count": len(rows), "rows": Jsonb(rows), "channel": FEED}
+            cursor = await self._conn.execute(_SAVE_EVENTS, params)
+            found = await cursor.fetchone()
+            assert found is not None
+            last = int(found[0])
+            self._positions(range(last - len(rows) + 1, last + 1))
         for source, target in graph.merges:
             await self._conn.execute(
                 "UPDATE events SET profile_pk = %s WHERE profile_pk = %s", (target, source)

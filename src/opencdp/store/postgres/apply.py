@@ -45,6 +45,8 @@ class Transaction:
     def __init__(self, conn: Conn, known: dict[Workspace, int]) -> None:
         self.conn = conn
         self.refusals: list[str] = []
+        #: The feed positions of the events stored, a range per workspace written.
+        self.positions: list[range] = []
         self.created: dict[Workspace, int] = {}
         self._known = known
 
@@ -104,7 +106,7 @@ class GroupWriter:
                 answer_early(results)
                 await asyncio.sleep(0.05)
         self._workspaces.update(tx.created)
-        return Committed(results, tx.refusals)
+        return Committed(results, tx.refusals, tuple(tx.positions))
 
 
 Apply = Callable[[Transaction, Sequence[Any]], Awaitable[list[Any]]]
@@ -117,11 +119,19 @@ own_connection: Appliers[Callable[[str, Any], Awaitable[Any]]] = Appliers()
 
 @applies(AppendCalls)
 async def append_calls(tx: Transaction, commands: Sequence[AppendCalls[Call]]) -> list[Any]:
-    """Each workspace's calls of the whole group as one batch (a few statements)."""
+    """Each workspace's calls of the whole group as one batch (a few statements).
+
+    Workspaces go in id order: each batch locks its workspace's feed clock until the
+    commit, and one order everywhere means two groups never wait for each other's.
+    """
     results: list[list[Accepted]] = [[] for _ in commands]
     sizes = [len(c.calls) for c in commands]
-    for workspace, indexes, calls in by_workspace([(c.workspace, c.calls) for c in commands]):
-        batch = PostgresBatch(tx.conn, await tx.workspace_id(workspace), tx.refusals.append)
+    batches = [
+        (await tx.workspace_id(workspace), indexes, calls)
+        for workspace, indexes, calls in by_workspace([(c.workspace, c.calls) for c in commands])
+    ]
+    for ws, indexes, calls in sorted(batches, key=lambda batch: batch[0]):
+        batch = PostgresBatch(tx.conn, ws, tx.refusals.append, tx.positions.append)
         split_answers(await batch.write(calls), indexes, sizes, results)
     return results
 

@@ -31,7 +31,7 @@ _COPY_PROFILES = (
 _COPY_IDENTITIES = "COPY identities (kind, value, profile_pk, workspace_id) FROM STDIN"
 _COPY_EVENTS = (
     "COPY events (event_id, profile_pk, action, event_time, received_time, user_id,"
-    " anonymous_id, raw, workspace_id) FROM STDIN"
+    " anonymous_id, raw, workspace_id, position) FROM STDIN"
 )
 _SECONDARY_INDEXES = """
 SELECT i.relname, pg_get_indexdef(i.oid)
@@ -90,10 +90,20 @@ def _copy_chunk(
             for row in rows:
                 for identity in row.identities:
                     copy.write_row([*identity, workspace_id])
+        count = sum(len(row.events) for row in rows)
+        clock = cursor.execute(  # feed positions, as the write path takes them
+            "INSERT INTO feed_clocks AS c (workspace_id, last) VALUES (%s, %s)"
+            " ON CONFLICT (workspace_id) DO UPDATE SET last = c.last + excluded.last"
+            " RETURNING last",
+            (workspace_id, count),
+        ).fetchone()
+        assert clock is not None
+        position = int(clock[0]) - count
         with cursor.copy(_COPY_EVENTS) as copy:
             for row in rows:
                 for event in row.events:
-                    copy.write_row([*event, workspace_id])
+                    position += 1
+                    copy.write_row([*event, workspace_id, position])
                 events += len(row.events)
     return events
 

@@ -21,6 +21,7 @@ class PostgresDialect(Dialect):
     join = "JOIN"
     number_types = "('number')"
     plain_numbers = True
+    position = "position"  # seq is handed out before commit: migration 0006
 
     def statement(self, sql: str, params: Sequence[Any]) -> Statement:
         return sql.replace("?", "%s"), params

@@ -15,6 +15,12 @@ again the count is ``None``, which the token verifier never trusts. A connection
 dies without the network saying so is found by a trivial query every ``PING_EVERY``
 seconds that must answer within ``PING_TIMEOUT``: that bounds how late a revocation
 takes effect then.
+
+The same connection listens on ``opencdp_feed``, which every transaction that stores
+events notifies (``postgres.append``) with ``schema:workspace id``: the change feed's
+waiting readers of that workspace are woken (``on_feed``) in every process, within
+milliseconds of the commit. While not listening, ``listening`` is False and the feed
+falls back to polling.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -29,6 +36,7 @@ import psycopg
 log = logging.getLogger("opencdp.store")
 
 CHANNEL = "opencdp_tokens"
+FEED_CHANNEL = "opencdp_feed"
 PING_EVERY = 5.0
 PING_TIMEOUT = 5.0
 _RETRY_FIRST, _RETRY_MAX = 0.2, 5.0
@@ -41,10 +49,13 @@ _TOKENS_SCHEMA = (
 class RevocationListener:
     """One server's count of the revocations committed in its database schema."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, on_feed: Callable[[int], None] | None = None) -> None:
         self._url = url
+        self._on_feed = on_feed
         self._count = 0
         self._listening = False
+        #: How many times a connection has started listening (each may follow a loss).
+        self.sessions = 0
         self._open = False
         self._schema: str | None = None
         self._task: asyncio.Task[None] | None = None
@@ -58,6 +69,16 @@ class RevocationListener:
         if self._task is None and self._open:
             self._start()
         return self._count if self._listening else None
+
+    @property
+    def listening(self) -> bool:
+        """Whether notifications arrive now (else the feed polls)."""
+        return self._listening
+
+    def ensure_started(self) -> None:
+        """Listen now, without waiting for the first token check (a feed reader waits)."""
+        if self._task is None and self._open:
+            self._start()
 
     def bump(self) -> None:
         """This process committed a revocation: its cache need not wait for the notice."""
@@ -112,15 +133,24 @@ class RevocationListener:
             "SELECT set_config('application_name', %s, false)", (f"{CHANNEL}:{self._schema}",)
         )
         await conn.execute(f"LISTEN {CHANNEL}")
+        await conn.execute(f"LISTEN {FEED_CHANNEL}")
         self._listening = True
+        self.sessions += 1
 
     async def _follow(self, conn: psycopg.AsyncConnection[Any]) -> None:
         """Count this schema's notifications; between waits, prove the connection lives."""
         while True:
             async for notice in conn.notifies(timeout=PING_EVERY):
-                if notice.payload == self._schema:
+                if notice.channel == FEED_CHANNEL:
+                    self._feed(notice.payload)
+                elif notice.payload == self._schema:
                     self._count += 1
             await asyncio.wait_for(conn.execute("SELECT 1"), PING_TIMEOUT)
+
+    def _feed(self, payload: str) -> None:
+        schema, _, workspace = payload.rpartition(":")
+        if self._on_feed is not None and schema == self._schema and workspace.isdigit():
+            self._on_feed(int(workspace))
 
     def _forget(self) -> None:
         """Listening stopped: notifications may be missed, so no cached record holds."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import psycopg
@@ -27,6 +27,7 @@ from opencdp.models import (
 from opencdp.store import read_plan
 from opencdp.store.base import Store, StoreObserver
 from opencdp.store.commands import Command
+from opencdp.store.feed import POLL_EVERY, Waiters
 from opencdp.store.group_commit import Committed, GroupCommit, describe, tell
 from opencdp.store.guarded_reads import ReadLimits
 from opencdp.store.migrations import load_migrations
@@ -62,13 +63,14 @@ class PostgresStore(PlannedReads, Store):
         self._pool: AsyncConnectionPool | None = None
         self._workspaces: dict[Workspace, int] = {}
         self._cursor_secret: bytes | None = None
-        self._revocations = RevocationListener(url)
-        self._observers = tuple(observers)
+        self._revocations = RevocationListener(url, on_feed=self._notified)
+        self.feed_waiters = Waiters(self._watch_commits)
+        self._observers = (*observers, self.feed_waiters)
         writer = GroupWriter(
             lambda: self.pool, self._workspaces, ack_before_commit=ack_before_commit
         )
         self._writes = GroupCommit(
-            writer, batch_max=batch_max, queue_max=queue_max, observers=observers
+            writer, batch_max=batch_max, queue_max=queue_max, observers=self._observers
         )
         self._started = False
 
@@ -88,8 +90,10 @@ class PostgresStore(PlannedReads, Store):
         self._revocations.open()
         self._writes.start()
         self._started = True
+        self.feed_waiters.open()
 
     async def stop(self) -> None:
+        self.feed_waiters.close()
         if self._started:
             await self._writes.drain()
             self._started = False
@@ -174,6 +178,28 @@ class PostgresStore(PlannedReads, Store):
                 self._workspaces[workspace] = ws
             async with reads.snapshot(conn, limits):
                 return await reads.run(conn, read.plan(Scope(POSTGRES, workspace, ws)))
+
+    # -- the change feed's wake-ups from other processes -------------------------------
+
+    async def _watch_commits(self, wake: Callable[[Workspace | None], None]) -> None:
+        """While feed readers wait: notifications wake them (``_notified``); while the
+        listener is down, every reader reads again each ``POLL_EVERY`` seconds, and
+        once more when it listens again (a commit may have come just before)."""
+        listener = self._revocations
+        listener.ensure_started()
+        sessions = listener.sessions
+        while True:
+            await asyncio.sleep(POLL_EVERY)
+            if not listener.listening or listener.sessions != sessions:
+                sessions = listener.sessions
+                wake(None)
+
+    def _notified(self, workspace_id: int) -> None:
+        """A transaction that stored events in ``workspace_id`` committed (any process)."""
+        for workspace in self.feed_waiters.waited():
+            known = self._workspaces.get(workspace)
+            if known is None or known == workspace_id:  # None: it had no row when read
+                self.feed_waiters.wake(workspace)
 
     # -- property indexes: built concurrently (``postgres.apply``) -----------------------
 

@@ -32,10 +32,16 @@ from opencdp.store.batching import (
 _encode = msgspec.json.encode
 _decode = msgspec.json.decode
 
+#: The highest position (``seq``) any event was ever given, deleted ones included.
+LAST_POSITION = (
+    "max((SELECT coalesce(max(seq), 0) FROM events),"
+    " (SELECT last FROM feed_clock WHERE one = 1))"
+)
 # Everything a batch reads, in one statement (one hand-over of the GIL, not four):
 # the messageIds already stored (?1), the identities the batch names (?2) and their
-# profiles, and the highest profile pk (read inside the write lock: other processes,
-# ``--workers N``, may have created profiles since this writer's last batch).
+# profiles, the highest profile pk (read inside the write lock: other processes,
+# ``--workers N``, may have created profiles since this writer's last batch), and the
+# highest feed position ever given (migration 0005: deleted events' are not reused).
 _LOAD = """
 WITH named AS (
     SELECT i.kind, i.value, i.profile_pk FROM json_each(?2) j
@@ -52,7 +58,8 @@ SELECT
         json(p.anonymous_ids), json(p.audiences), json(p.created_by), p.created_time,
         json(p.first_events), json(p.last_events), p.last_activity, p.merged_into))
      FROM profiles p WHERE p.pk IN (SELECT profile_pk FROM named)),
-    (SELECT coalesce(max(pk), 0) FROM profiles)
+    (SELECT coalesce(max(pk), 0) FROM profiles),
+    """ + LAST_POSITION + """
 """
 #: A ``profile_params`` row into the profiles table (the batch writer, the bulk load).
 INSERT_PROFILE = """
@@ -73,9 +80,9 @@ INSERT INTO identities (workspace_id, kind, value, profile_pk) VALUES (?, ?, ?, 
 ON CONFLICT (workspace_id, kind, value) DO UPDATE SET profile_pk = excluded.profile_pk
 """
 _SAVE_EVENTS = """
-INSERT INTO events (workspace_id, event_id, message_id, profile_pk, action, event_time,
+INSERT INTO events (seq, workspace_id, event_id, message_id, profile_pk, action, event_time,
     received_time, user_id, anonymous_id, raw)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 #: The JSON columns of a ``profile_row`` (objects and lists), stored as JSON text.
 _PROFILE_JSON = (4, 5, 6, 7, 8, 10, 11)
@@ -168,6 +175,7 @@ class BatchWriter:
         self._refused = refused
         self._stored_events = stored_events
         self._next_pk = 0
+        self._last_position = 0
         self._cache = ProfileCache()
         self._written: list[tuple[int, IdentityGraph]] = []
 
@@ -223,6 +231,7 @@ class BatchWriter:
         identities.update({(k, v): pk for k, v, pk in _decode(found[1])})
         profiles.update({row[0]: profile_from_row(row) for row in _decode(found[2])})
         self._next_pk = int(found[3]) + 1
+        self._last_position = int(found[4])
         return stored, IdentityGraph(profiles, identities, self._allocate_pk, new_profile_id)
 
     def _allocate_pk(self) -> int:
@@ -240,7 +249,9 @@ class BatchWriter:
             links = [(workspace_id, k, v, pk) for (k, v), pk in graph.links.items()]
             conn.executemany(_SAVE_IDENTITIES, links)
         if rows:  # before the merges: a row may name a profile merged later in the batch
-            conn.executemany(_SAVE_EVENTS, [(workspace_id, *row) for row in rows])
+            first = self._last_position + 1
+            params = [(seq, workspace_id, *row) for seq, row in enumerate(rows, start=first)]
+            conn.executemany(_SAVE_EVENTS, params)
             self._stored_events(len(rows))
         for source, target in graph.merges:
             conn.execute(

@@ -17,7 +17,7 @@ from typing import Any
 
 from opencdp.models import BulkProfile
 from opencdp.store.bulk import BulkReport, profile_rows
-from opencdp.store.sqlite.append import INSERT_PROFILE, profile_params
+from opencdp.store.sqlite.append import INSERT_PROFILE, LAST_POSITION, profile_params
 
 _CHUNK_EVENTS = 200_000
 
@@ -26,8 +26,8 @@ _INSERT_IDENTITY = (
 )
 _INSERT_EVENT = """
 INSERT INTO events (event_id, profile_pk, action, event_time, received_time, user_id,
-    anonymous_id, raw, workspace_id)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+    anonymous_id, raw, workspace_id, seq)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 
 
@@ -53,12 +53,14 @@ def _insert_all(
     identity_batch: list[tuple[Any, ...]] = []
     event_batch: list[list[Any]] = []
     count_profiles = count_events = 0
+    position = int(conn.execute(f"SELECT {LAST_POSITION}").fetchone()[0])
     for pk, source in enumerate(profiles, start=first_pk):
         rows = profile_rows(source, pk)
         profile_batch.append(profile_params(rows.profile, workspace_id))
         identity_batch.extend((*identity, workspace_id) for identity in rows.identities)
         for event in rows.events:
-            event.append(workspace_id)
+            position += 1  # never a deleted event's (``sqlite.append.LAST_POSITION``)
+            event.extend((workspace_id, position))
         event_batch.extend(rows.events)
         count_profiles += 1
         count_events += len(rows.events)

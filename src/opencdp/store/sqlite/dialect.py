@@ -21,6 +21,7 @@ class SQLiteDialect(Dialect):
     join = "CROSS JOIN"
     number_types = "('integer', 'real')"
     plain_numbers = False
+    position = "seq"  # one writer at a time: seq is already in commit order
     #: JSON columns are text.
     decode = msgspec.json.Decoder().decode
 

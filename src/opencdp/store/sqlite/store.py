@@ -15,7 +15,7 @@ import asyncio
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,6 +30,7 @@ from opencdp.models import (
 from opencdp.store import read_plan
 from opencdp.store.base import Store, StoreObserver
 from opencdp.store.commands import Command
+from opencdp.store.feed import POLL_EVERY, Waiters
 from opencdp.store.group_commit import describe, tell
 from opencdp.store.guarded_reads import ReadLimits
 from opencdp.store.migrations import load_migrations
@@ -62,11 +63,13 @@ class SQLiteStore(PlannedReads, Store):
         self._ack_before_commit = ack_before_commit
         self._batch_max = batch_max
         self._queue_max = queue_max
-        self._observers = tuple(observers)
+        self.feed_waiters = Waiters(self._watch_commits)
+        self._observers = (*observers, self.feed_waiters)
         self._writer: WriterClient | None = None
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
+        self._watch_conn: sqlite3.Connection | None = None
         self._workspace_ids: dict[Workspace, int] = {}
         self._cursor_secret: bytes | None = None
         self._revocations: RevocationCount | None = None
@@ -89,8 +92,10 @@ class SQLiteStore(PlannedReads, Store):
         )
         await writer.start()
         self._writer = writer
+        self.feed_waiters.open()
 
     async def stop(self) -> None:
+        self.feed_waiters.close()
         if self._writer is not None:
             await self._writer.stop()
             self._writer = None
@@ -101,6 +106,7 @@ class SQLiteStore(PlannedReads, Store):
             for conn in self._readers:
                 conn.close()
             self._readers.clear()
+            self._watch_conn = None
         self._local = threading.local()
 
     async def ping(self) -> bool:
@@ -187,6 +193,27 @@ class SQLiteStore(PlannedReads, Store):
 
         async with self.read_limits.lane(workspace):
             return await asyncio.to_thread(run)
+
+    async def _watch_commits(self, wake: Callable[[Workspace | None], None]) -> None:
+        """While feed readers wait: wake them all when another connection has committed
+        (``PRAGMA data_version`` changed: another server on this file, or this server's
+        own writer process, whose commits the observer has already told)."""
+        seen = await asyncio.to_thread(self._data_version)
+        while True:
+            await asyncio.sleep(POLL_EVERY)
+            version = await asyncio.to_thread(self._data_version)
+            if version != seen:
+                seen = version
+                wake(None)
+
+    def _data_version(self) -> int:
+        """``PRAGMA data_version`` on the feed watch's own connection (a count that
+        changes when another connection commits; each connection has its own count)."""
+        with self._readers_lock:
+            if self._watch_conn is None:
+                self._watch_conn = connect(self.path, readonly=True)
+                self._readers.append(self._watch_conn)
+            return int(self._watch_conn.execute("PRAGMA data_version").fetchone()[0])
 
     def _workspace_id(self, conn: sqlite3.Connection, workspace: Workspace) -> int | None:
         ws = self._workspace_ids.get(workspace)
