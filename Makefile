@@ -88,10 +88,12 @@ vendor-swagger-ui:
 MUTATE_SECONDS ?= 1800
 MUTANTS := 'opencdp.store.event_walks.x_walks__*' $(foreach f,created_sql activity_sql resolve \
 	events_by_ids workspace_id _profile_pks,'opencdp.store.read_plan.x_$(f)__*') 'opencdp.identity.*' \
-	$(foreach f,settle split_answers commit_counts,'opencdp.store.batching.x_$(f)__*') \
-	$(foreach f,_commit_group _write _write_alone,'opencdp.store.postgres.store.*$(f)__mutmut_*') \
-	$(foreach f,authorize _covers _find_live_record split_token secret_matches,'opencdp.auth.x_$(f)__*') \
-	'opencdp.auth.*CheckedTokens*principal__*'
+	$(foreach f,by_workspace split_answers,'opencdp.store.batching.x_$(f)__*') \
+	$(foreach f,_settle describe,'opencdp.store.group_commit.x_$(f)__*') \
+	$(foreach f,_take_group _committed _answer,'opencdp.store.group_commit.*$(f)__mutmut_*') \
+	'opencdp.store.postgres.apply.*GroupWriter*_commit__mutmut_*' \
+	$(foreach f,check_access _covers beyond_reach split_token secret_matches,'opencdp.auth.x_$(f)__*') \
+	$(foreach f,principal authorize _entry,'opencdp.auth.*TokenVerifier*$(f)__*')
 .PHONY: mutate
 mutate: install-dev
 	timeout $(MUTATE_SECONDS) $(BIN)/mutmut run --max-children 2 $(MUTANTS) || [ $$? -eq 124 ]
