@@ -16,7 +16,7 @@ from opencdp.auth import TokenVerifier, new_token
 from opencdp.errors import AuthenticationFailed
 from opencdp.models import TokenRecord, Workspace
 from opencdp.store.base import Store
-from opencdp.store.postgres.revocations import CHANNEL
+from opencdp.store.postgres.listener import CHANNEL
 from opencdp.store.postgres.store import PostgresStore
 from opencdp.store.sqlite.store import SQLiteStore
 from tests.backends import make_store

@@ -31,7 +31,7 @@ from opencdp.store.batching import (
     raw_fields,
     report_refusals,
 )
-from opencdp.store.postgres.revocations import FEED_CHANNEL as FEED
+from opencdp.store.postgres.listener import FEED_CHANNEL as FEED
 
 _encode = msgspec.json.encode
 
@@ -72,7 +72,7 @@ ON CONFLICT (workspace_id, kind, value) DO UPDATE SET profile_pk = excluded.prof
 # The events' positions come from the workspace's feed clock, whose row stays locked
 # until this transaction commits (migration 0006 says why no reader can then skip
 # one); the notification, delivered at commit, wakes the feed's waiting readers in
-# every process (``postgres.revocations``, which listens for both).
+# every process (``postgres.listener``, which listens for both).
 _SAVE_EVENTS = """
 WITH clock AS (
     INSERT INTO feed_clocks AS c (workspace_id, last) VALUES (%(ws)s, %(count)s)

@@ -1,4 +1,5 @@
-"""The revocation count of a PostgreSQL store: kept by ``LISTEN``, read with no query.
+"""One ``LISTEN`` connection per server, for what other processes commit: token
+revocations (the count the token cache trusts) and new events (the feed's wake-ups).
 
 Every committed change to ``tokens`` (a revocation) sends a notification on channel
 ``opencdp_tokens`` (a trigger: migration 0005), delivered only at commit. Each server
@@ -46,8 +47,9 @@ _TOKENS_SCHEMA = (
 )
 
 
-class RevocationListener:
-    """One server's count of the revocations committed in its database schema."""
+class Listener:
+    """One server's count of the revocations committed in its database schema, and the
+    wake-ups of its feed readers (``on_feed``)."""
 
     def __init__(self, url: str, on_feed: Callable[[int], None] | None = None) -> None:
         self._url = url
@@ -99,7 +101,7 @@ class RevocationListener:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return  # asked outside the event loop: stay untrusted
-        self._task = loop.create_task(self._run(), name="opencdp-token-listener")
+        self._task = loop.create_task(self._run(), name="opencdp-listener")
 
     async def _run(self) -> None:
         delay = _RETRY_FIRST
@@ -113,12 +115,12 @@ class RevocationListener:
                     await self._follow(conn)
             except (psycopg.Error, OSError, TimeoutError) as exc:
                 log.warning(
-                    "token revocations: no connection to PostgreSQL (%s); every token is"
-                    " read from the database until it is back",
+                    "listener: no connection to PostgreSQL (%s); every token is read from"
+                    " the database, and feed readers poll, until it is back",
                     exc.__class__.__name__,
                 )
             except Exception:  # never stop listening: the cache would stay untrusted
-                log.exception("token revocations: the listener failed; starting it again")
+                log.exception("listener: failed; starting it again")
             finally:
                 self._forget()
             await asyncio.sleep(delay)

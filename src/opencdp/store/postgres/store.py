@@ -35,7 +35,7 @@ from opencdp.store.postgres import bulk as postgres_bulk
 from opencdp.store.postgres import reads
 from opencdp.store.postgres.apply import GroupWriter, own_connection
 from opencdp.store.postgres.dialect import POSTGRES
-from opencdp.store.postgres.revocations import RevocationListener
+from opencdp.store.postgres.listener import Listener
 from opencdp.store.read_plan import PlannedReads, Read, Scope
 
 log = logging.getLogger("opencdp.store")
@@ -63,7 +63,7 @@ class PostgresStore(PlannedReads, Store):
         self._pool: AsyncConnectionPool | None = None
         self._workspaces: dict[Workspace, int] = {}
         self._cursor_secret: bytes | None = None
-        self._revocations = RevocationListener(url, on_feed=self._notified)
+        self._listener = Listener(url, on_feed=self._notified)
         self.feed_waiters = Waiters(self._watch_commits)
         self._observers = (*observers, self.feed_waiters)
         writer = GroupWriter(
@@ -87,7 +87,7 @@ class PostgresStore(PlannedReads, Store):
             kwargs={"autocommit": True},
         )
         await self._pool.open(wait=True)
-        self._revocations.open()
+        self._listener.open()
         self._writes.start()
         self._started = True
         self.feed_waiters.open()
@@ -97,7 +97,7 @@ class PostgresStore(PlannedReads, Store):
         if self._started:
             await self._writes.drain()
             self._started = False
-        await self._revocations.close()
+        await self._listener.close()
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -185,7 +185,7 @@ class PostgresStore(PlannedReads, Store):
         """While feed readers wait: notifications wake them (``_notified``); while the
         listener is down, every reader reads again each ``POLL_EVERY`` seconds, and
         once more when it listens again (a commit may have come just before)."""
-        listener = self._revocations
+        listener = self._listener
         listener.ensure_started()
         sessions = listener.sessions
         while True:
@@ -218,7 +218,7 @@ class PostgresStore(PlannedReads, Store):
         return None if row is None else _token_from_row(row)
 
     def revocations(self) -> int | None:
-        return self._revocations.value()
+        return self._listener.value()
 
     async def list_tokens(self, client_id: str | None = None) -> list[TokenRecord]:
         where, params = ("", ()) if client_id is None else (" WHERE client_id = %s", (client_id,))
@@ -229,7 +229,7 @@ class PostgresStore(PlannedReads, Store):
 
     async def revoke_token(self, token_id: str, when: int) -> bool:
         changed = await super().revoke_token(token_id, when)
-        self._revocations.bump()  # committed; other servers hear of it through NOTIFY
+        self._listener.bump()  # committed; other servers hear of it through NOTIFY
         return changed
 
 

@@ -1,6 +1,6 @@
 -- Every committed change to tokens (a revocation) is told to the servers listening on
 -- channel opencdp_tokens, so that they stop trusting the token records they cached
--- (store/postgres/revocations.py). The payload is the table's schema: servers of other
+-- (store/postgres/listener.py). The payload is the table's schema: servers of other
 -- schemas in the same database ignore it. NOTIFY is transactional: it is delivered
 -- when the change commits, never for a change rolled back.
 CREATE OR REPLACE FUNCTION notify_token_change() RETURNS trigger LANGUAGE plpgsql AS $$
