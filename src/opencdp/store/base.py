@@ -75,7 +75,7 @@ class Commit:
 
 
 class StoreObserver(Protocol):
-    """Told of each commit (metrics, and later the change feed).
+    """Told of each commit (metrics; the change feed's waiting readers, ``feed.Waiters``).
 
     Called on the event loop, after the commit and before the writers are answered:
     it must be quick. An observer that raises is logged; the write still succeeds.
